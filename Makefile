@@ -1,0 +1,50 @@
+# Every target that runs the app installs it first, so a fresh clone needs
+# nothing but `make run` or `make test`.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+FLASK := $(BIN)/flask --app promptgen
+
+PORT ?= 5000
+SIMULATOR_PORT ?= 5001
+
+# Without a token the bundled simulator stands in for api.replicate.com.
+ifeq ($(strip $(REPLICATE_API_TOKEN)),)
+PROCESSES := web worker simulator
+export REPLICATE_BASE_URL ?= http://127.0.0.1:$(SIMULATOR_PORT)
+else
+PROCESSES := web worker
+endif
+export PORT SIMULATOR_PORT
+
+.PHONY: help install run worker test bench clean
+
+help:
+	@echo "make install  create .venv, install promptgen and apply migrations"
+	@echo "make run      start web, worker and (without REPLICATE_API_TOKEN) the simulator"
+	@echo "make worker   run one worker in the foreground"
+	@echo "make test     run the test suite"
+	@echo "make clean    remove .venv and caches (instance/ data is kept)"
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+	$(FLASK) db upgrade
+
+run: install
+	@echo "promptgen: open http://127.0.0.1:$(PORT) (Ctrl-C stops everything)"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho --procfile Procfile start --port $(PORT) $(PROCESSES)
+
+worker: install
+	$(FLASK) worker
+
+test: install
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache src/*.egg-info

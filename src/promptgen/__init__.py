@@ -1,0 +1,68 @@
+"""promptgen: upload a photo with a prompt and watch variations of it appear."""
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+#: The repository root, which holds templates/, static/ and instance/.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def create_app(test_config=None, instance_path=None):
+    """Build the web application; the worker and the CLI use the same factory.
+
+    instance_path holds runtime data (databases, generated secrets, instance/config.py);
+    it defaults to instance/ in the repository.
+    """
+    app = Flask(
+        __name__,
+        instance_path=str(instance_path or PROJECT_ROOT / "instance"),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+
+    from .config import load_config
+
+    load_config(app, test_config)
+    _configure_logging(app)
+
+    from .extensions import csrf, db, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+
+    from . import accounts, cli, errors, filters, prompts, webhooks
+
+    app.register_blueprint(accounts.bp)
+    app.register_blueprint(prompts.bp)
+    app.register_blueprint(webhooks.bp)
+    errors.register(app)
+    filters.register(app)
+    cli.register(app)
+    app.before_request(_choose_transaction_mode)
+    return app
+
+
+def _choose_transaction_mode():
+    """Let requests that may write take SQLite's write lock when their transaction begins."""
+    from flask import request
+
+    from .extensions import begin_immediate
+
+    begin_immediate.set(request.method not in ("GET", "HEAD", "OPTIONS"))
+
+
+def _configure_logging(app):
+    """Send the package's log lines to stderr once per process, with time and level."""
+    logger = logging.getLogger(__name__)
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if app.debug else logging.INFO)

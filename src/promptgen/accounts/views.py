@@ -1,0 +1,83 @@
+import logging
+from urllib.parse import urlsplit
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db, login_manager
+from ..models import User
+from ..responses import form_status
+from . import bp
+from .forms import LoginForm, SignupForm
+
+logger = logging.getLogger(__name__)
+
+
+@login_manager.user_loader
+def load_user(user_id):
+    return db.session.get(User, int(user_id))
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def signup():
+    """Create an account and log it in."""
+    form = SignupForm()
+    if not form.validate_on_submit():
+        return render_template("accounts/signup.html", form=form), form_status(form)
+
+    user = User(email=User.normalize_email(form.email.data))
+    user.set_password(form.password.data)
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        form.email.errors.append("An account with this email already exists. Log in instead.")
+        return render_template("accounts/signup.html", form=form), 422
+
+    logger.info("account %s created", user.id)
+    login_user(user)
+    flash("Welcome! Upload a photo to start.", "success")
+    return redirect(url_for("prompts.index"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Log in with email and password."""
+    form = LoginForm()
+    if not form.validate_on_submit():
+        return render_template("accounts/login.html", form=form), form_status(form)
+
+    email = User.normalize_email(form.email.data)
+    user = db.session.scalar(db.select(User).filter_by(email=email))
+    if user is None or not user.check_password(form.password.data):
+        form.password.errors.append("Wrong email or password.")
+        return render_template("accounts/login.html", form=form), 422
+
+    login_user(user)
+    return redirect(_safe_next(request.args.get("next")))
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    """End the session."""
+    logout_user()
+    flash("You are logged out.", "info")
+    return redirect(url_for("accounts.login"))
+
+
+@bp.route("/")
+def home():
+    if current_user.is_authenticated:
+        return redirect(url_for("prompts.index"))
+    return redirect(url_for("accounts.login"))
+
+
+def _safe_next(target):
+    """Return target if it is a path on this site, else the prompts page."""
+    if target and target.startswith("/") and not urlsplit(target).netloc:
+        if not target.startswith("//"):
+            return target
+    return url_for("prompts.index")

@@ -1,0 +1,124 @@
+"""Configuration: defaults in code, then instance/config.py, then the environment."""
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+#: Variables read from the environment when set. Each overrides instance/config.py.
+ENVIRONMENT_KEYS = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "QUEUE_DATABASE",
+    "REPLICATE_API_TOKEN",
+    "REPLICATE_BASE_URL",
+    "REPLICATE_MODEL",
+    "REPLICATE_WEBHOOK_SECRET",
+    "PUBLIC_URL",
+    "PORT",
+    "SIMULATOR_PORT",
+)
+
+REPLICATE_API_URL = "https://api.replicate.com"
+
+#: Bearer token sent to the local simulator, which accepts any token.
+SIMULATOR_TOKEN = "local-simulator"
+
+DEFAULTS = {
+    "PORT": 5000,
+    "SIMULATOR_PORT": 5001,
+    "REPLICATE_MODEL": "stability-ai/stable-diffusion-img2img",
+    #: Upload limit in bytes; larger requests get a 413 page.
+    "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,
+    #: Uploaded photos are resized to fit a square of this many pixels.
+    "IMAGE_MAX_SIDE": 768,
+    #: Largest output image the store job downloads, in bytes.
+    "OUTPUT_MAX_BYTES": 20 * 1024 * 1024,
+    #: Connect and read timeout for output downloads, in seconds.
+    "OUTPUT_TIMEOUT": 30.0,
+    #: Hosts that Replicate serves prediction outputs from; subdomains count too.
+    "REPLICATE_OUTPUT_HOSTS": ("replicate.delivery",),
+    #: Webhooks whose timestamp is further from now than this, in seconds, are rejected.
+    "WEBHOOK_TOLERANCE": 300,
+    #: How often a pending prediction's placeholder asks for news, in seconds.
+    "POLL_INTERVAL": 2,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
+}
+
+
+def load_config(app, test_config=None):
+    """Fill ``app.config`` from defaults, instance/config.py, the environment and test_config."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+
+    for key in ENVIRONMENT_KEYS:
+        if os.environ.get(key):
+            app.config[key] = os.environ[key]
+
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+
+    _derive_settings(app)
+
+
+def _derive_settings(app):
+    """Fill settings whose defaults depend on other settings."""
+    config = app.config
+    instance = Path(app.instance_path)
+    config["PORT"] = int(config["PORT"])
+    config["SIMULATOR_PORT"] = int(config["SIMULATOR_PORT"])
+
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = read_or_create_secret_key(instance / "secret_key")
+
+    config.setdefault(
+        "SQLALCHEMY_DATABASE_URI",
+        config.get("DATABASE_URL") or f"sqlite:///{instance / 'promptgen.sqlite3'}",
+    )
+    config.setdefault("QUEUE_DATABASE", str(instance / "queue.sqlite3"))
+    config.setdefault("PUBLIC_URL", f"http://127.0.0.1:{config['PORT']}")
+    config["PUBLIC_URL"] = config["PUBLIC_URL"].rstrip("/")
+
+    config["REPLICATE_LOCAL"] = not config.get("REPLICATE_API_TOKEN")
+    if config["REPLICATE_LOCAL"]:
+        config["REPLICATE_API_TOKEN"] = SIMULATOR_TOKEN
+        config.setdefault(
+            "REPLICATE_BASE_URL", f"http://127.0.0.1:{config['SIMULATOR_PORT']}"
+        )
+    else:
+        config.setdefault("REPLICATE_BASE_URL", REPLICATE_API_URL)
+    config["REPLICATE_BASE_URL"] = config["REPLICATE_BASE_URL"].rstrip("/")
+
+
+def output_hosts(config):
+    """Return the host names (and host:port for the simulator) that outputs may come from."""
+    hosts = set(config["REPLICATE_OUTPUT_HOSTS"])
+    if config["REPLICATE_LOCAL"]:
+        hosts.add(urlsplit(config["REPLICATE_BASE_URL"]).netloc)
+    return hosts
+
+
+def read_or_create_secret_key(path):
+    """Return the key stored at path, creating it (readable by the owner only) on first use.
+
+    The key is written to a private temporary file and then hard-linked into place, so a
+    process that starts at the same moment reads either no file or the whole key.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return path.read_text().strip()
+
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_hex(32))
+
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_text().strip()

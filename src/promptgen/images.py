@@ -1,0 +1,86 @@
+"""Checking, normalizing and encoding images with Pillow."""
+
+import base64
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Upload formats accepted, by Pillow's format name.
+UPLOAD_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+#: Images with more pixels than this are rejected before decoding (about 50 megapixels).
+MAX_PIXELS = 50_000_000
+
+#: Longest side of the thumbnails on the index page, in pixels.
+THUMBNAIL_SIDE = 256
+
+JPEG_QUALITY = 90
+
+
+class InvalidImage(ValueError):
+    """The bytes are not an image of an accepted format, or are damaged."""
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
+def open_verified(data, formats=UPLOAD_FORMATS):
+    """Open data with Pillow after a full integrity check, or raise InvalidImage."""
+    with warnings.catch_warnings():
+        # Pillow only warns between its two bomb limits; treat both the same way.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as probe:
+                image_format = probe.format
+                width, height = probe.size
+                probe.verify()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise InvalidImage("The image has too many pixels.") from error
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise InvalidImage("The file is not a readable image.") from error
+
+    if image_format not in formats:
+        raise InvalidImage(f"{image_format} images are not supported; use JPEG, PNG or WebP.")
+    if width * height > MAX_PIXELS:
+        raise InvalidImage(f"The image is too large ({width}x{height} pixels).")
+
+    # verify() leaves the image unusable, so decode it again from the start.
+    image = Image.open(io.BytesIO(data))
+    try:
+        image.load()
+    except (OSError, SyntaxError) as error:
+        raise InvalidImage("The image is damaged and cannot be decoded.") from error
+    return image
+
+
+def normalize_upload(data, max_side):
+    """Return an uploaded photo upright, in RGB, fitted into max_side and encoded as JPEG."""
+    image = open_verified(data)
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return encode_jpeg(image)
+
+
+def make_thumbnail(data):
+    """Return a small JPEG of the stored image data for index pages."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    return encode_jpeg(image)
+
+
+def encode_jpeg(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return StoredImage(buffer.getvalue(), "image/jpeg", image.width, image.height)
+
+
+def data_url(data, mime):
+    """Return the image as a data: URL, for img tags and for Replicate's image input."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

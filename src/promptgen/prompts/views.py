@@ -1,0 +1,161 @@
+import logging
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import func
+
+from ..extensions import db
+from ..images import InvalidImage, make_thumbnail, normalize_upload
+from ..models import Prediction, Prompt
+from ..predictions import start_prediction
+from ..responses import form_status
+from . import bp
+from .forms import NewPromptForm, PromptForm
+
+logger = logging.getLogger(__name__)
+
+
+@bp.before_request
+@login_required
+def require_login():
+    """Every prompt page belongs to an account."""
+
+
+def get_own_prompt(prompt_id):
+    """Return the current account's prompt, or abort with 404 for any other."""
+    prompt = db.session.get(Prompt, prompt_id)
+    if prompt is None or prompt.user_id != current_user.id:
+        abort(404)
+    return prompt
+
+
+def get_own_prediction(prompt_id, prediction_id):
+    prompt = get_own_prompt(prompt_id)
+    prediction = db.session.get(Prediction, prediction_id)
+    if prediction is None or prediction.prompt_id != prompt.id:
+        abort(404)
+    return prediction
+
+
+@bp.get("")
+def index():
+    """List the account's prompts, newest first, with their number of predictions."""
+    counts = (
+        db.select(Prediction.prompt_id, func.count().label("count"))
+        .group_by(Prediction.prompt_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        db.select(Prompt, func.coalesce(counts.c.count, 0))
+        .outerjoin(counts, counts.c.prompt_id == Prompt.id)
+        .where(Prompt.user_id == current_user.id)
+        .order_by(Prompt.created_at.desc(), Prompt.id.desc())
+    ).all()
+    return render_template("prompts/index.html", rows=rows)
+
+
+@bp.get("/new")
+def new():
+    return render_template("prompts/new.html", form=NewPromptForm())
+
+
+@bp.post("")
+def create():
+    """Save a prompt with its photo and start the first prediction."""
+    form = NewPromptForm()
+    photo = _validated_photo(form)
+    if photo is None:
+        return render_template("prompts/new.html", form=form), form_status(form)
+
+    prompt = Prompt(
+        user_id=current_user.id,
+        title=form.title.data.strip(),
+        description=form.description.data or "",
+    )
+    _set_photo(prompt, photo)
+    db.session.add(prompt)
+    start_prediction(prompt)
+
+    logger.info("prompt %s created by account %s", prompt.id, current_user.id)
+    flash("Prompt saved. The first variation is on its way.", "success")
+    return redirect(url_for("prompts.show", prompt_id=prompt.id))
+
+
+@bp.get("/<int:prompt_id>")
+def show(prompt_id):
+    prompt = get_own_prompt(prompt_id)
+    return render_template("prompts/show.html", prompt=prompt)
+
+
+@bp.route("/<int:prompt_id>/edit", methods=["GET", "POST"])
+def edit(prompt_id):
+    """Change the prompt text, the notes or the photo; predictions already made stay."""
+    prompt = get_own_prompt(prompt_id)
+    form = PromptForm(data={"title": prompt.title, "description": prompt.description})
+    if not form.is_submitted():
+        return render_template("prompts/edit.html", form=form, prompt=prompt)
+
+    photo = _validated_photo(form)
+    if photo is None:
+        return render_template("prompts/edit.html", form=form, prompt=prompt), form_status(form)
+
+    prompt.title = form.title.data.strip()
+    prompt.description = form.description.data or ""
+    if photo is not True:
+        _set_photo(prompt, photo)
+    db.session.commit()
+
+    flash("Prompt updated.", "success")
+    return redirect(url_for("prompts.show", prompt_id=prompt.id))
+
+
+@bp.post("/<int:prompt_id>/delete")
+def delete(prompt_id):
+    prompt = get_own_prompt(prompt_id)
+    db.session.delete(prompt)
+    db.session.commit()
+
+    logger.info("prompt %s deleted by account %s", prompt_id, current_user.id)
+    flash("Prompt deleted.", "success")
+    return redirect(url_for("prompts.index"))
+
+
+@bp.post("/<int:prompt_id>/predictions")
+def generate(prompt_id):
+    """Start another prediction of the same prompt."""
+    prompt = get_own_prompt(prompt_id)
+    start_prediction(prompt)
+    flash("A new variation is on its way.", "success")
+    return redirect(url_for("prompts.show", prompt_id=prompt.id))
+
+
+@bp.get("/<int:prompt_id>/predictions/<int:prediction_id>")
+def prediction(prompt_id, prediction_id):
+    """Return one prediction's card; pending cards poll this until they are final."""
+    prediction = get_own_prediction(prompt_id, prediction_id)
+    return render_template("prompts/_prediction.html", prediction=prediction)
+
+
+def _validated_photo(form):
+    """Validate form and its photo; return the processed photo, True for no new photo, or None.
+
+    None means the form has errors to show, with nothing saved.
+    """
+    if not form.validate_on_submit():
+        return None
+
+    upload = form.image.data
+    if not upload:
+        return True
+    try:
+        return normalize_upload(upload.read(), current_app.config["IMAGE_MAX_SIDE"])
+    except InvalidImage as error:
+        form.image.errors = [*form.image.errors, str(error)]
+        logger.info("upload by account %s rejected: %s", current_user.id, error)
+        return None
+
+
+def _set_photo(prompt, photo):
+    prompt.image = photo.data
+    prompt.image_mime = photo.mime
+    prompt.thumbnail = make_thumbnail(photo.data).data

@@ -1,0 +1,107 @@
+"""The endpoint Replicate posts prediction events to."""
+
+import json
+import logging
+
+from flask import Blueprint, current_app, request
+from replicate.webhook import Webhooks
+
+from . import jobs
+from .extensions import csrf, db
+from .models import Prediction, WebhookDelivery
+from .predictions import apply_remote_state, needs_download
+from .queue import enqueue
+from .replicate_api import webhook_secret
+from .tokens import InvalidToken, load_prediction_id
+
+bp = Blueprint("webhooks", __name__)
+logger = logging.getLogger(__name__)
+
+#: Statuses a webhook may report; "queued" is the app's own and never comes from Replicate.
+REMOTE_STATUSES = frozenset(Prediction.ORDER) - {Prediction.QUEUED}
+
+
+# The Standard Webhooks signature and the signed token replace the CSRF token here.
+@bp.post("/replicate/webhook")
+@csrf.exempt
+def receive():
+    """Verify a Replicate event, record it once and apply it; leave downloads to a job."""
+    webhook_id = request.headers.get("webhook-id", "")
+    body = request.get_data(as_text=True)
+
+    try:
+        Webhooks.validate(
+            headers=dict(request.headers),
+            body=body,
+            secret=webhook_secret(),
+            tolerance=current_app.config["WEBHOOK_TOLERANCE"],
+        )
+    except ValueError as error:
+        logger.warning("webhook %r rejected: %s", webhook_id, error)
+        return {"error": f"Invalid webhook signature: {error}"}, 401
+
+    try:
+        prediction_id = load_prediction_id(request.args.get("token", ""))
+    except InvalidToken as error:
+        logger.warning("webhook %r rejected: %s", webhook_id, error)
+        return {"error": "Invalid or missing token."}, 403
+
+    payload = _parse_payload(body)
+    if payload is None:
+        logger.warning("webhook %r for prediction %s: invalid body", webhook_id, prediction_id)
+        return {"error": "The body must be a prediction object with a known status."}, 400
+
+    return _record(webhook_id, prediction_id, payload)
+
+
+def _parse_payload(body):
+    """Return the webhook body as a dict with a known status and a string id, or None."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    if payload.get("status") not in REMOTE_STATUSES or not isinstance(payload.get("id"), str):
+        return None
+    return payload
+
+
+def _record(webhook_id, prediction_id, payload):
+    """Apply a verified event in one write transaction and answer Replicate."""
+    remote_id = payload["id"]
+    prediction = db.session.get(Prediction, prediction_id)
+    if prediction is None:
+        logger.info("webhook %s for deleted prediction %s (%s) ignored", webhook_id, prediction_id, remote_id)
+        return {"result": "prediction deleted"}, 200
+
+    if prediction.replicate_id not in (None, remote_id):
+        logger.warning(
+            "webhook %s names %s but prediction %s is %s",
+            webhook_id, remote_id, prediction_id, prediction.replicate_id,
+        )
+        return {"error": "The token belongs to another prediction."}, 409
+
+    duplicate = db.session.scalar(db.select(WebhookDelivery).filter_by(webhook_id=webhook_id))
+    if duplicate is not None:
+        store = needs_download(prediction)
+        db.session.commit()
+        logger.info("webhook %s for prediction %s is a repeat", webhook_id, prediction_id)
+        if store:
+            enqueue(jobs.store_output, prediction_id)
+        return {"result": "duplicate"}, 200
+
+    db.session.add(
+        WebhookDelivery(webhook_id=webhook_id, prediction_id=prediction_id, status=payload["status"])
+    )
+    old_status = prediction.status
+    store = apply_remote_state(prediction, payload)
+    db.session.commit()
+    logger.info(
+        "webhook %s: prediction %s (%s) %s -> %s",
+        webhook_id, prediction_id, remote_id, old_status, prediction.status,
+    )
+
+    if store:
+        enqueue(jobs.store_output, prediction_id)
+    return {"result": "accepted"}, 200

@@ -1,0 +1,113 @@
+import re
+
+import pytest
+from flask_migrate import upgrade
+
+from promptgen import create_app
+from promptgen.config import ENVIRONMENT_KEYS
+from promptgen.extensions import db
+from promptgen.models import Prediction, Prompt, User
+
+from .support import FIXTURES
+
+#: The signing secret the test app verifies webhooks with (32 random bytes, base64).
+WEBHOOK_SECRET = "whsec_J0wEhVsSvVa0cCHsOLFGXZJh4fSnNPJsDd7R3m6cyQg="
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """Keep the developer's own settings (a real token, say) out of the tests."""
+    for key in ENVIRONMENT_KEYS:
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test secret key",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.sqlite3'}",
+            "QUEUE_DATABASE": str(tmp_path / "queue.sqlite3"),
+            "REPLICATE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        },
+        instance_path=tmp_path / "instance",
+    )
+    with app.app_context():
+        upgrade()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def photo_bytes():
+    return (FIXTURES / "astronaut.jpg").read_bytes()
+
+
+def csrf_token(client, path):
+    """Return the CSRF token from the form on the page at path."""
+    page = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or re.search(
+        r'name="csrf_token" value="([^"]+)"', page
+    )
+    assert match, f"no csrf_token on {path}"
+    return match.group(1)
+
+
+class Accounts:
+    """Sign up and log in through the real forms, CSRF token included."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def signup(self, email="ada@example.com", password=PASSWORD):
+        token = csrf_token(self.client, "/signup")
+        return self.client.post(
+            "/signup", data={"email": email, "password": password, "csrf_token": token}
+        )
+
+    def login(self, email="ada@example.com", password=PASSWORD):
+        token = csrf_token(self.client, "/login")
+        return self.client.post(
+            "/login", data={"email": email, "password": password, "csrf_token": token}
+        )
+
+    def logout(self):
+        token = csrf_token(self.client, "/prompts")
+        return self.client.post("/logout", data={"csrf_token": token})
+
+
+@pytest.fixture
+def accounts(client):
+    return Accounts(client)
+
+
+def create_prompt(client, photo, title="a watercolor portrait", filename="photo.jpg"):
+    """Post the new-prompt form and return the response."""
+    import io
+
+    token = csrf_token(client, "/prompts/new")
+    data = {"title": title, "description": "", "csrf_token": token}
+    if photo is not None:
+        data["image"] = (io.BytesIO(photo), filename)
+    return client.post("/prompts", data=data, content_type="multipart/form-data")
+
+
+def add_prompt(app, email="owner@example.com", status=Prediction.QUEUED):
+    """Insert an account, a prompt and one prediction directly; return their ids."""
+    photo = (FIXTURES / "astronaut.jpg").read_bytes()
+    with app.app_context():
+        user = User(email=email)
+        user.set_password(PASSWORD)
+        prompt = Prompt(user=user, title="a prompt", image=photo, image_mime="image/jpeg", thumbnail=photo)
+        prediction = Prediction(prompt=prompt, status=status)
+        db.session.add_all([user, prompt, prediction])
+        db.session.commit()
+        return user.id, prompt.id, prediction.id

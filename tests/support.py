@@ -1,0 +1,75 @@
+"""Helpers for tests that start real processes on free local ports."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BIN = Path(sys.executable).parent
+
+
+def free_port():
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout=30.0, interval=0.05, message="condition"):
+    """Poll condition() until it returns a true value, and return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def is_serving(url):
+    try:
+        httpx.get(url, timeout=1.0)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+class Process:
+    """A child process whose output goes to a log file that a failing test can print."""
+
+    def __init__(self, name, args, env, log_dir):
+        self.name = name
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(
+            args,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout=10.0):
+        """Send SIGTERM, wait, and SIGKILL if the process is still running."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+
+def flask_command(*args):
+    return [str(BIN / "flask"), "--app", "promptgen", *args]
