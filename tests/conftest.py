@@ -100,14 +100,33 @@ def create_prompt(client, photo, title="a watercolor portrait", filename="photo.
     return client.post("/prompts", data=data, content_type="multipart/form-data")
 
 
-def add_prompt(app, email="owner@example.com", status=Prediction.QUEUED):
-    """Insert an account, a prompt and one prediction directly; return their ids."""
+def add_prompt(app, owner_email="owner@example.com", status=Prediction.QUEUED, error=None):
+    """Insert a prompt with one prediction for the account owner_email (created if new).
+
+    Returns the ids of the account, the prompt and the prediction.
+    """
     photo = (FIXTURES / "astronaut.jpg").read_bytes()
     with app.app_context():
-        user = User(email=email)
-        user.set_password(PASSWORD)
-        prompt = Prompt(user=user, title="a prompt", image=photo, image_mime="image/jpeg", thumbnail=photo)
-        prediction = Prediction(prompt=prompt, status=status)
+        user = db.session.scalar(db.select(User).filter_by(email=owner_email))
+        if user is None:
+            user = User(email=owner_email)
+            user.set_password(PASSWORD)
+        prompt = Prompt(
+            user=user,
+            title="someone else's prompt",
+            image=photo,
+            image_mime="image/jpeg",
+            thumbnail=photo,
+        )
+        prediction = Prediction(prompt=prompt, status=status, error=error)
         db.session.add_all([user, prompt, prediction])
         db.session.commit()
         return user.id, prompt.id, prediction.id
+
+
+def queued_jobs(app):
+    """Return (function path, JSON args) of every job in the app's queue, oldest first."""
+    import sqlite3
+
+    with sqlite3.connect(app.config["QUEUE_DATABASE"]) as connection:
+        return connection.execute("SELECT func, args FROM jobs ORDER BY seq").fetchall()

@@ -43,16 +43,28 @@ def create_app(test_config=None, instance_path=None):
     filters.register(app)
     cli.register(app)
     app.before_request(_choose_transaction_mode)
+    app.teardown_request(_reset_transaction_mode)
     return app
 
 
 def _choose_transaction_mode():
     """Let requests that may write take SQLite's write lock when their transaction begins."""
-    from flask import request
+    from flask import g, request
 
     from .extensions import begin_immediate
 
-    begin_immediate.set(request.method not in ("GET", "HEAD", "OPTIONS"))
+    writes = request.method not in ("GET", "HEAD", "OPTIONS")
+    g.transaction_mode_token = begin_immediate.set(writes)
+
+
+def _reset_transaction_mode(error):
+    from flask import g
+
+    from .extensions import begin_immediate
+
+    token = g.pop("transaction_mode_token", None)
+    if token is not None:
+        begin_immediate.reset(token)
 
 
 def _configure_logging(app):

@@ -1,0 +1,225 @@
+import io
+
+import pytest
+from PIL import Image
+
+from promptgen.extensions import db
+from promptgen.models import Prediction, Prompt
+
+from .conftest import add_prompt, create_prompt, csrf_token, queued_jobs
+
+
+@pytest.fixture
+def logged_in(accounts):
+    accounts.signup()
+    return accounts
+
+
+def count(app, model):
+    with app.app_context():
+        return db.session.scalar(db.select(db.func.count()).select_from(model))
+
+
+def test_create_saves_prompt_and_queues_prediction(client, app, logged_in, photo_bytes):
+    response = create_prompt(client, photo_bytes, title="  a watercolor portrait  ")
+
+    assert response.status_code == 302
+    with app.app_context():
+        prompt = db.session.scalar(db.select(Prompt))
+        assert response.headers["Location"] == f"/prompts/{prompt.id}"
+        assert prompt.title == "a watercolor portrait"
+        assert prompt.image_mime == "image/jpeg"
+        assert Image.open(io.BytesIO(prompt.image)).size == (512, 512)
+        assert Image.open(io.BytesIO(prompt.thumbnail)).size == (256, 256)
+        [prediction] = prompt.predictions
+        assert prediction.status == "queued"
+        assert prediction.replicate_id is None
+        assert queued_jobs(app) == [("promptgen.jobs:generate_prediction", f"[{prediction.id}]")]
+
+
+def test_create_flashes_and_shows_placeholder(client, logged_in, photo_bytes):
+    response = create_prompt(client, photo_bytes)
+
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Prompt saved. The first variation is on its way." in page
+    assert 'hx-trigger="every 2s"' in page
+    assert "data:image/jpeg;base64," in page
+
+
+@pytest.mark.parametrize(
+    ("title", "photo", "filename", "message"),
+    [
+        ("", "fixture", "photo.jpg", "This field is required."),
+        ("x" * 501, "fixture", "photo.jpg", "Field cannot be longer than 500 characters."),
+        ("a cat", None, "photo.jpg", "Choose a photo to upload."),
+        ("a cat", b"just text", "photo.jpg", "The file is not a readable image."),
+        ("a cat", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "anim.gif", "The file is not a readable image."),
+    ],
+)
+def test_create_invalid_input_saves_nothing(client, app, logged_in, photo_bytes, title, photo, filename, message):
+    photo = photo_bytes if photo == "fixture" else photo
+
+    response = create_prompt(client, photo, title=title, filename=filename)
+
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert count(app, Prompt) == 0
+    assert count(app, Prediction) == 0
+
+
+def test_create_accepts_title_of_500_characters(client, logged_in, photo_bytes):
+    assert create_prompt(client, photo_bytes, title="x" * 500).status_code == 302
+
+
+def test_upload_over_limit_gets_413(client, app, logged_in):
+    token = csrf_token(client, "/prompts/new")
+    # A raw body, so the test client keeps it in memory instead of a temporary file.
+    body = (
+        b"--limit\r\n"
+        b'Content-Disposition: form-data; name="csrf_token"\r\n\r\n' + token.encode() + b"\r\n"
+        b"--limit\r\n"
+        b'Content-Disposition: form-data; name="image"; filename="big.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + b"\xff" * (10 * 1024 * 1024) + b"\r\n--limit--\r\n"
+    )
+
+    response = client.post("/prompts", data=body, content_type="multipart/form-data; boundary=limit")
+
+    assert response.status_code == 413
+    assert "at most 10 MB" in response.get_data(as_text=True)
+    assert count(app, Prompt) == 0
+
+
+def test_index_lists_newest_first_with_counts(client, app, logged_in, photo_bytes):
+    create_prompt(client, photo_bytes, title="first prompt")
+    second = create_prompt(client, photo_bytes, title="second prompt")
+    token = csrf_token(client, second.headers["Location"])
+    client.post(second.headers["Location"] + "/predictions", data={"csrf_token": token})
+
+    page = client.get("/prompts").get_data(as_text=True)
+
+    assert page.index("second prompt") < page.index("first prompt")
+    assert "2 predictions" in page
+    assert "1 prediction<" in page
+
+
+def test_generate_again_adds_prediction(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+
+    response = client.post(location + "/predictions", data={"csrf_token": token})
+
+    assert response.status_code == 302
+    assert count(app, Prediction) == 2
+    assert [func for func, _ in queued_jobs(app)] == ["promptgen.jobs:generate_prediction"] * 2
+
+
+def test_edit_changes_title_and_keeps_photo(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location + "/edit")
+
+    response = client.post(
+        location + "/edit",
+        data={"title": "an oil painting", "description": "for the hall", "csrf_token": token},
+        content_type="multipart/form-data",
+    )
+
+    assert response.status_code == 302
+    with app.app_context():
+        prompt = db.session.scalar(db.select(Prompt))
+        assert prompt.title == "an oil painting"
+        assert prompt.description == "for the hall"
+        assert Image.open(io.BytesIO(prompt.image)).size == (512, 512)
+
+
+def test_edit_invalid_title_changes_nothing(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes, title="kept").headers["Location"]
+    token = csrf_token(client, location + "/edit")
+
+    response = client.post(location + "/edit", data={"title": "", "csrf_token": token})
+
+    assert response.status_code == 422
+    with app.app_context():
+        assert db.session.scalar(db.select(Prompt.title)) == "kept"
+
+
+def test_delete_removes_prompt_and_predictions(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+
+    response = client.post(location + "/delete", data={"csrf_token": token})
+
+    assert response.status_code == 302
+    assert count(app, Prompt) == 0
+    assert count(app, Prediction) == 0
+    assert "Prompt deleted." in client.get("/prompts").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/prompts/{prompt}"),
+        ("get", "/prompts/{prompt}/edit"),
+        ("post", "/prompts/{prompt}/edit"),
+        ("post", "/prompts/{prompt}/delete"),
+        ("post", "/prompts/{prompt}/predictions"),
+        ("get", "/prompts/{prompt}/predictions/{prediction}"),
+    ],
+)
+def test_other_accounts_prompt_is_404(client, app, logged_in, method, path):
+    _, prompt_id, prediction_id = add_prompt(app)
+    token = csrf_token(client, "/prompts/new")
+
+    url = path.format(prompt=prompt_id, prediction=prediction_id)
+    response = getattr(client, method)(url, data={"csrf_token": token, "title": "stolen"})
+
+    assert response.status_code == 404
+    with app.app_context():
+        assert db.session.get(Prompt, prompt_id).title == "someone else's prompt"
+        assert count(app, Prediction) == 1
+
+
+def test_other_accounts_prompts_not_listed(client, app, logged_in):
+    add_prompt(app)
+
+    page = client.get("/prompts").get_data(as_text=True)
+
+    assert "someone else" not in page
+    assert "No prompts yet." in page
+
+
+def test_prediction_card_polls_until_final(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    with app.app_context():
+        prediction = db.session.scalar(db.select(Prediction))
+        card_url = f"{location}/predictions/{prediction.id}"
+
+    pending = client.get(card_url).get_data(as_text=True)
+    with app.app_context():
+        prediction = db.session.get(Prediction, prediction.id)
+        prediction.status = "succeeded"
+        prediction.image = photo_bytes
+        prediction.image_mime = "image/jpeg"
+        prediction.completed_at = prediction.created_at
+        db.session.commit()
+    final = client.get(card_url).get_data(as_text=True)
+
+    assert "hx-get" in pending
+    assert "Queued" in pending
+    assert "hx-get" not in final
+    assert "hx-trigger" not in final
+    assert 'src="data:image/jpeg;base64,' in final
+    assert "Simulated image" in final
+
+
+def test_failed_prediction_shows_error(client, app, logged_in):
+    _, prompt_id, _ = add_prompt(
+        app,
+        owner_email="ada@example.com",
+        status="failed",
+        error="NSFW content detected. Try a different prompt.",
+    )
+
+    page = client.get(f"/prompts/{prompt_id}").get_data(as_text=True)
+
+    assert "Failed: NSFW content detected. Try a different prompt." in page
+    assert "hx-get" not in page
