@@ -129,4 +129,7 @@ def queued_jobs(app):
     import sqlite3
 
     with sqlite3.connect(app.config["QUEUE_DATABASE"]) as connection:
+        tables = connection.execute("SELECT name FROM sqlite_master WHERE name = 'jobs'").fetchall()
+        if not tables:
+            return []
         return connection.execute("SELECT func, args FROM jobs ORDER BY seq").fetchall()

@@ -9,7 +9,7 @@ from replicate.webhook import Webhooks
 from . import jobs
 from .extensions import csrf, db
 from .models import Prediction, WebhookDelivery
-from .predictions import apply_remote_state, needs_download
+from .predictions import apply_remote_state
 from .queue import enqueue
 from .replicate_api import webhook_secret
 from .tokens import InvalidToken, load_prediction_id
@@ -84,11 +84,8 @@ def _record(webhook_id, prediction_id, payload):
 
     duplicate = db.session.scalar(db.select(WebhookDelivery).filter_by(webhook_id=webhook_id))
     if duplicate is not None:
-        store = needs_download(prediction)
-        db.session.commit()
+        db.session.rollback()
         logger.info("webhook %s for prediction %s is a repeat", webhook_id, prediction_id)
-        if store:
-            enqueue(jobs.store_output, prediction_id)
         return {"result": "duplicate"}, 200
 
     db.session.add(
