@@ -18,7 +18,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
     """Keep the developer's own settings (a real token, say) out of the tests."""
-    for key in ENVIRONMENT_KEYS:
+    for key in (*ENVIRONMENT_KEYS, "PROMPTGEN_INSTANCE_PATH"):
         monkeypatch.delenv(key, raising=False)
 
 

@@ -1,6 +1,7 @@
 """promptgen: upload a photo with a prompt and watch variations of it appear."""
 
 import logging
+import os
 from pathlib import Path
 
 from flask import Flask
@@ -13,11 +14,14 @@ def create_app(test_config=None, instance_path=None):
     """Build the web application; the worker and the CLI use the same factory.
 
     instance_path holds runtime data (databases, generated secrets, instance/config.py);
-    it defaults to instance/ in the repository.
+    it defaults to $PROMPTGEN_INSTANCE_PATH, else instance/ in the repository.
     """
+    instance_path = (
+        instance_path or os.environ.get("PROMPTGEN_INSTANCE_PATH") or PROJECT_ROOT / "instance"
+    )
     app = Flask(
         __name__,
-        instance_path=str(instance_path or PROJECT_ROOT / "instance"),
+        instance_path=str(instance_path),
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )

@@ -13,8 +13,11 @@ def register(app):
 @click.option("--burst", is_flag=True, help="Exit once no job is ready instead of waiting.")
 def worker_command(burst):
     """Run queued jobs until SIGINT or SIGTERM."""
+    from .extensions import begin_immediate
     from .worker import Worker
 
+    # Jobs write what they read, so their transactions take the write lock up front.
+    begin_immediate.set(True)
     Worker(current_app._get_current_object()).work(burst=burst)
 
 
