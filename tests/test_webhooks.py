@@ -7,7 +7,7 @@ from replicate.webhook import WebhookSigningSecret, Webhooks
 
 from promptgen.extensions import db
 from promptgen.models import Prediction, WebhookDelivery
-from promptgen.simulator.webhooks import sign
+from promptgen.simulator.signing import sign
 from promptgen.tokens import sign_prediction_id
 
 from .conftest import WEBHOOK_SECRET, add_prompt, queued_jobs

@@ -35,4 +35,6 @@ def simulator_command(host, port, delay):
     """Serve a local stand-in for the Replicate HTTP API."""
     from .simulator import serve
 
-    serve(host=host, port=port, delay=delay, instance_path=current_app.instance_path)
+    # A secret configured for the app must be the one the simulator signs with.
+    config = {"SIMULATOR_WEBHOOK_SECRET": current_app.config.get("REPLICATE_WEBHOOK_SECRET")}
+    serve(host=host, port=port, delay=delay, instance_path=current_app.instance_path, config=config)

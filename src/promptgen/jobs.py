@@ -5,7 +5,7 @@ import logging
 from flask import current_app
 from replicate.exceptions import ReplicateError
 
-from .downloads import OutputRejected, download_output
+from .downloads import DownloadRejected, download_output
 from .extensions import db
 from .images import data_url
 from .models import Prediction
@@ -72,7 +72,7 @@ def store_output(prediction_id):
 
     try:
         data, mime = download_output(url, current_app.config)
-    except OutputRejected as error:
+    except DownloadRejected as error:
         logger.warning("prediction %s: output rejected: %s", prediction_id, error)
         _fail(prediction_id, f"The output could not be stored: {error}")
         return

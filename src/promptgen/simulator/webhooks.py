@@ -1,0 +1,122 @@
+"""Webhook delivery: each prediction's events in order, signed, with retries."""
+
+import json
+import logging
+import queue
+import threading
+import time
+
+import httpx
+
+from ..downloads import url_without_query
+from .signing import new_message_id, signed_headers
+
+__all__ = ["WebhookSender", "encode_body", "is_retryable"]
+
+logger = logging.getLogger(__name__)
+
+
+def encode_body(prediction):
+    return json.dumps(prediction, separators=(",", ":")).encode("utf-8")
+
+
+def is_retryable(status_code):
+    """Return True for a failed attempt worth repeating: no response, HTTP 429 or 5xx."""
+    return status_code is None or status_code == 429 or status_code >= 500
+
+
+class WebhookSender:
+    """Delivers webhook events in the order they happen, with one thread per prediction.
+
+    A prediction's thread starts with its first event and ends after its "completed" event.
+    Events outside the prediction's webhook_events_filter are dropped by that thread.
+    """
+
+    def __init__(self, secret, attempts, backoff, timeout):
+        self.secret = secret
+        self.attempts = attempts
+        self.backoff = backoff
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._queues = {}
+
+    def send(self, prediction, event):
+        """Queue a delivery of prediction, a JSON object, for event if it has a webhook."""
+        if not prediction["webhook"]:
+            return
+
+        with self._lock:
+            events = self._queues.get(prediction["id"])
+            if events is None:
+                events = self._queues[prediction["id"]] = queue.SimpleQueue()
+                thread = threading.Thread(
+                    target=self._deliver_all,
+                    args=(prediction["id"], events),
+                    name=f"webhooks-{prediction['id']}",
+                    daemon=True,
+                )
+                thread.start()
+            events.put((event, prediction))
+
+    def _deliver_all(self, prediction_id, events):
+        # trust_env=False sends each request straight to the webhook URL, never through a
+        # proxy named in the environment.
+        with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client:
+            while True:
+                event, prediction = events.get()
+                if event in prediction["webhook_events_filter"]:
+                    self._deliver(client, event, prediction)
+                if event == "completed":
+                    break
+
+        with self._lock:
+            del self._queues[prediction_id]
+
+    def _deliver(self, client, event, prediction):
+        """Post one event until it is accepted or the attempts run out, and return True on a 2xx."""
+        message_id = new_message_id()
+        body = encode_body(prediction)
+        context = (
+            f"webhook {message_id} for prediction {prediction['id']} "
+            f"(event {event}, status {prediction['status']}) "
+            f"to {url_without_query(prediction['webhook'])}"
+        )
+
+        for attempt in range(1, self.attempts + 1):
+            status_code, failure = self._post(client, prediction["webhook"], message_id, body)
+            if failure is None:
+                logger.info("%s delivered: HTTP %d on attempt %d", context, status_code, attempt)
+                return True
+            if not is_retryable(status_code):
+                logger.warning("%s rejected with %s, not retrying", context, failure)
+                return False
+            if attempt < self.attempts:
+                wait = self.backoff * 2 ** (attempt - 1)
+                logger.warning(
+                    "%s failed on attempt %d of %d with %s, retrying in %.1f s",
+                    context,
+                    attempt,
+                    self.attempts,
+                    failure,
+                    wait,
+                )
+                time.sleep(wait)
+
+        logger.error(
+            "%s failed with %s, giving up after %d attempts", context, failure, self.attempts
+        )
+        return False
+
+    def _post(self, client, url, message_id, body):
+        """Make one attempt and return (status code or None, failure text or None)."""
+        # The id stays the same across attempts so receivers can drop duplicates, while the
+        # timestamp and signature are fresh, so late retries pass timestamp tolerance checks.
+        headers = signed_headers(self.secret, message_id, body)
+        try:
+            response = client.post(url, content=body, headers=headers)
+        except httpx.TransportError as error:
+            return None, f"{type(error).__name__}: {error}"
+
+        if 200 <= response.status_code < 300:
+            return response.status_code, None
+        return response.status_code, f"HTTP {response.status_code}"

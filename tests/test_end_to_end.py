@@ -1,0 +1,97 @@
+"""The whole path on real processes: web server, worker and simulator on free ports."""
+
+import base64
+import io
+import re
+
+import httpx
+import pytest
+from PIL import Image, ImageChops
+
+from .support import FIXTURES, Process, flask_command, free_port, is_serving, wait_for
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """Start the simulator, the web server and one worker; yield the web server's URL."""
+    web_port = free_port()
+    simulator_port = free_port()
+    env = {
+        "PROMPTGEN_INSTANCE_PATH": str(tmp_path / "instance"),
+        "PORT": str(web_port),
+        "REPLICATE_BASE_URL": f"http://127.0.0.1:{simulator_port}",
+        "REPLICATE_API_TOKEN": "",
+        "FLASK_DEBUG": "0",
+    }
+    processes = []
+
+    def start(name, *args):
+        process = Process(name, flask_command(*args), env, tmp_path)
+        processes.append(process)
+        return process
+
+    migrate = start("migrate", "db", "upgrade")
+    assert migrate.popen.wait(60) == 0, migrate.log()
+    start("simulator", "replicate-sim", "--port", str(simulator_port), "--delay", "0.5")
+    start("web", "run", "--port", str(web_port))
+    start("worker", "worker")
+
+    base_url = f"http://127.0.0.1:{web_port}"
+    try:
+        wait_for(lambda: is_serving(base_url + "/login"), message="web server")
+        wait_for(lambda: is_serving(f"http://127.0.0.1:{simulator_port}/v1/webhooks/default/secret"), message="simulator")
+        yield base_url, processes
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+
+def csrf_token(client, path):
+    page = client.get(path).text
+    return re.search(r'name="csrf_token"[^>]* value="([^"]+)"', page).group(1)
+
+
+def test_photo_becomes_generated_image(stack):
+    base_url, processes = stack
+    photo = (FIXTURES / "astronaut.jpg").read_bytes()
+
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        token = csrf_token(client, "/signup")
+        signup = client.post("/signup", data={"email": "e2e@example.com", "password": PASSWORD, "csrf_token": token})
+        assert signup.status_code == 302, signup.text
+
+        token = csrf_token(client, "/prompts/new")
+        created = client.post(
+            "/prompts",
+            data={"title": "an astronaut in watercolor", "description": "", "csrf_token": token},
+            files={"image": ("astronaut.jpg", photo, "image/jpeg")},
+        )
+        assert created.status_code == 302, created.text
+        page = client.get(created.headers["location"]).text
+        card_url = re.search(r'hx-get="([^"]+)"', page).group(1)
+
+        def finished_card():
+            card = client.get(card_url, headers={"HX-Request": "true"}).text
+            return card if "hx-get" not in card else None
+
+        try:
+            card = wait_for(finished_card, timeout=60, interval=0.2, message="the generated image")
+        except AssertionError:
+            raise AssertionError("\n".join(p.log() for p in processes)) from None
+        page = client.get(created.headers["location"]).text
+
+    match = re.search(r'src="data:image/png;base64,([^"]+)"', card)
+    assert match, card
+    generated = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
+    generated.load()
+    original = Image.open(FIXTURES / "astronaut.jpg").convert("RGB")
+    assert generated.format == "PNG"
+    assert generated.size == (512, 512)
+    assert ImageChops.difference(generated.convert("RGB"), original).getbbox() is not None
+    assert "Simulated image" in card
+    assert match.group(1) in page
+    assert "hx-get" not in page

@@ -1,0 +1,406 @@
+"""Tests of the queue worker, in this process and as real worker processes."""
+
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from promptgen import worker as worker_module
+from promptgen.extensions import db
+from promptgen.queue import DEFAULT_LEASE_SECONDS, Queue
+from promptgen.worker import (
+    IDLE_SLEEP_FACTOR,
+    IDLE_SLEEP_MAX_SECONDS,
+    IDLE_SLEEP_START_SECONDS,
+    Worker,
+    make_worker_id,
+    next_idle_sleep,
+)
+
+from . import jobs_for_tests
+from .support import Process, flask_command, wait_for
+
+START = 1_700_000_000.0
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+class FakeClock:
+    """A clock that stays at `now` until a test moves it."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def queue_path(tmp_path):
+    return tmp_path / "queue.sqlite3"
+
+
+@pytest.fixture
+def queue(queue_path):
+    queue = Queue(queue_path, lease_seconds=30)
+    yield queue
+    queue.close()
+
+
+@pytest.fixture
+def app(queue_path):
+    app = Flask(__name__)
+    app.config["QUEUE_DATABASE"] = str(queue_path)
+    app.config["MARKER"] = "from the app config"
+    return app
+
+
+def test_burst_on_empty_queue_returns_zero(app, queue):
+    assert Worker(app, queue).work(burst=True) == 0
+
+
+def test_burst_runs_ready_jobs_in_app_context(app, queue):
+    config_job = queue.enqueue(jobs_for_tests.config_value, "MARKER")
+    add_job = queue.enqueue(jobs_for_tests.add, 2, 3)
+    delayed_job = queue.enqueue_call(jobs_for_tests.add, (1, 1), delay=3600)
+
+    assert Worker(app, queue).work(burst=True) == 2
+
+    assert queue.fetch_job(config_job).result == "from the app config"
+    assert queue.fetch_job(add_job).result == 5
+    assert queue.fetch_job(add_job).status == "finished"
+    assert queue.fetch_job(delayed_job).status == "queued"
+
+
+def test_worker_opens_queue_from_config(app, queue_path):
+    app.config["QUEUE_LEASE_SECONDS"] = 12
+    worker = Worker(app)
+
+    assert worker.queue.path == str(queue_path)
+    assert worker.queue.lease_seconds == 12.0
+    assert worker.heartbeat_interval == 4.0
+
+
+def test_worker_default_lease(app):
+    assert Worker(app).queue.lease_seconds == DEFAULT_LEASE_SECONDS
+
+
+def test_worker_requires_queue_database():
+    with pytest.raises(RuntimeError, match="QUEUE_DATABASE is not set"):
+        Worker(Flask(__name__))
+
+
+def test_failing_job_does_not_stop_worker(app, queue):
+    failing_job = queue.enqueue_call(jobs_for_tests.raise_error, ("boom",), max_attempts=1)
+    add_job = queue.enqueue(jobs_for_tests.add, 2, 3)
+
+    assert Worker(app, queue).work(burst=True) == 2
+
+    failed = queue.fetch_job(failing_job)
+    assert failed.status == "failed"
+    assert failed.attempts == 1
+    assert failed.error.endswith("RuntimeError: boom\n")
+    assert queue.fetch_job(add_job).status == "finished"
+
+
+def test_failing_job_is_retried_after_backoff(app, queue_path):
+    clock = FakeClock(START)
+    queue = Queue(queue_path, lease_seconds=30, clock=clock)
+    job_id = queue.enqueue(jobs_for_tests.raise_error, "boom")
+
+    assert Worker(app, queue).work(burst=True) == 1
+    retried = queue.fetch_job(job_id)
+    assert retried.status == "queued"
+    assert retried.attempts == 1
+    assert retried.run_at == START + 2
+    assert "RuntimeError: boom" in retried.error
+
+    clock.now = START + 2
+    assert Worker(app, queue).work(burst=True) == 1
+    assert queue.fetch_job(job_id).run_at == START + 2 + 4
+    queue.close()
+
+
+def test_unimportable_function_fails_job(app, queue):
+    job_id = queue.enqueue_call("tests.no_such_module:run", max_attempts=1)
+
+    assert Worker(app, queue).work(burst=True) == 1
+
+    failed = queue.fetch_job(job_id)
+    assert failed.status == "failed"
+    assert "ModuleNotFoundError: No module named 'tests.no_such_module'" in failed.error
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_stop_signal_finishes_current_job(app, queue, signal_name):
+    signalled_job = queue.enqueue(jobs_for_tests.send_signal_to_self, signal_name)
+    next_job = queue.enqueue(jobs_for_tests.add, 1, 2)
+    handler_before = signal.getsignal(signal.Signals[signal_name])
+
+    assert Worker(app, queue).work() == 1
+
+    assert queue.fetch_job(signalled_job).status == "finished"
+    assert queue.fetch_job(signalled_job).result == "signalled"
+    assert queue.fetch_job(next_job).status == "queued"
+    assert signal.getsignal(signal.Signals[signal_name]) is handler_before
+
+
+def test_request_stop_ends_idle_worker(app, queue, monkeypatch):
+    worker = Worker(app, queue)
+    sleeps = []
+
+    def record_sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 12:
+            worker.request_stop()
+
+    monkeypatch.setattr(worker_module.time, "sleep", record_sleep)
+
+    assert worker.work() == 0
+    expected = [0.05, 0.075, 0.1125, 0.16875, 0.253125, 0.3796875, 0.56953125, 0.854296875]
+    assert sleeps[:8] == pytest.approx(expected)
+    assert sleeps[8:] == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_idle_sleep_backoff_constants():
+    assert IDLE_SLEEP_START_SECONDS == 0.05
+    assert IDLE_SLEEP_FACTOR == 1.5
+    assert IDLE_SLEEP_MAX_SECONDS == 1.0
+    assert next_idle_sleep(0.05) == pytest.approx(0.075)
+    assert next_idle_sleep(0.9) == 1.0
+
+
+def test_idle_sleep_resets_after_job(app, queue, monkeypatch):
+    worker = Worker(app, queue)
+    sleeps = []
+
+    def record_sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            queue.enqueue(jobs_for_tests.add, 1, 2)
+        if len(sleeps) == 5:
+            worker.request_stop()
+
+    monkeypatch.setattr(worker_module.time, "sleep", record_sleep)
+
+    assert worker.work() == 1
+    assert sleeps == pytest.approx([0.05, 0.075, 0.1125, 0.05, 0.075])
+
+
+def test_heartbeat_renews_lease(app, queue_path):
+    queue = Queue(queue_path, lease_seconds=0.3)
+    job_id = queue.enqueue(jobs_for_tests.wait_for_lease_renewals, str(queue_path), 2)
+
+    assert Worker(app, queue).work(burst=True) == 1
+
+    job = queue.fetch_job(job_id)
+    assert job.status == "finished"
+    assert job.attempts == 1
+    assert len(job.result) == 3
+    assert job.result == sorted(job.result)
+    queue.close()
+
+
+def test_db_session_removed_after_each_job(queue_path, queue, monkeypatch):
+    app = Flask(__name__)
+    app.config["QUEUE_DATABASE"] = str(queue_path)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{queue_path.parent / 'app.sqlite3'}"
+    db.init_app(app)
+    removals = []
+    remove = db.session.remove
+
+    def record_remove():
+        removals.append(db.session.registry.has())
+        remove()
+
+    monkeypatch.setattr(db.session, "remove", record_remove)
+    queue.enqueue(jobs_for_tests.query_database)
+    queue.enqueue_call(jobs_for_tests.query_database, kwargs={"then_fail": True}, max_attempts=1)
+
+    assert Worker(app, queue).work(burst=True) == 2
+
+    # The worker removes each job's session, so Flask-SQLAlchemy's own app-context
+    # teardown then finds none left.
+    assert removals == [True, False, True, False]
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def worker_logs(caplog, monkeypatch):
+    """Capture the worker's INFO records."""
+    caplog.set_level(logging.INFO, logger="promptgen")
+    return caplog
+
+
+def test_worker_logs_start_jobs_and_stop(app, queue, worker_logs):
+    finished_job = queue.enqueue(jobs_for_tests.add, 1, 2)
+    failed_job = queue.enqueue_call(jobs_for_tests.raise_error, ("boom",), max_attempts=2)
+    worker = Worker(app, queue, worker_id="test-worker")
+
+    worker.work(burst=True)
+
+    messages = [record.getMessage() for record in worker_logs.records]
+    assert messages[0] == (
+        f"worker test-worker started: pid {os.getpid()}, queue {queue.path}, lease 30 s,"
+        " burst mode"
+    )
+    assert messages[1].startswith(f"job {finished_job} tests.jobs_for_tests:add finished in ")
+    assert messages[1].endswith(" ms")
+    assert messages[2].startswith(f"job {failed_job} tests.jobs_for_tests:raise_error failed in ")
+    assert messages[2].endswith(" ms (attempt 1 of 2), retry in 2 s")
+    assert messages[3] == "worker test-worker stopped (no job ready) after 2 jobs"
+    assert len(messages) == 4
+    assert "RuntimeError: boom" in worker_logs.records[2].exc_text
+    assert worker_logs.records[2].levelno == logging.WARNING
+
+
+def test_worker_logs_final_failure_as_error(app, queue, worker_logs):
+    queue.enqueue_call(jobs_for_tests.raise_error, ("boom",), max_attempts=1)
+
+    Worker(app, queue).work(burst=True)
+
+    failure = worker_logs.records[1]
+    assert failure.levelno == logging.ERROR
+    assert failure.getMessage().endswith("(attempt 1 of 1), no attempts left")
+    assert "RuntimeError: boom" in failure.exc_text
+
+
+def test_worker_id_names_host_and_pid():
+    first = make_worker_id()
+    second = make_worker_id()
+
+    host, pid, suffix = first.rsplit(".", 2)
+    assert host == socket.gethostname()
+    assert pid == str(os.getpid())
+    assert len(suffix) == 6
+    assert first != second
+
+
+# Tests with real worker processes started as `python -m tests.queue_app`.
+
+
+def start_worker(name, queue_path, log_dir, *options):
+    """Start a worker process on queue_path; the caller stops it."""
+    return Process(
+        name,
+        [sys.executable, "-m", "tests.queue_app", str(queue_path), *options],
+        env={"PYTHONPATH": str(REPOSITORY)},
+        log_dir=log_dir,
+    )
+
+
+@pytest.fixture
+def processes():
+    """Collect worker processes and stop each one, by its own pid, after the test."""
+    started = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def test_worker_processes_run_each_job_once(queue, queue_path, tmp_path, processes):
+    job_count = 2000
+    results = tmp_path / "results"
+    results.mkdir()
+    for index in range(4):
+        processes.append(start_worker(f"worker-{index}", queue_path, tmp_path))
+    for process in processes:
+        wait_for(lambda: " started: pid " in process.log(), message=f"{process.name} to start")
+
+    job_ids = [queue.enqueue(jobs_for_tests.record_run, str(results), n) for n in range(job_count)]
+    wait_for(lambda: queue.counts() == {"finished": job_count}, message="all jobs to finish")
+    exit_codes = [process.stop() for process in processes]
+
+    runs_by_process = {
+        path.stem: [int(line) for line in path.read_text().splitlines()]
+        for path in results.iterdir()
+    }
+    runs = sorted(number for numbers in runs_by_process.values() for number in numbers)
+    assert runs == list(range(job_count))
+    assert exit_codes == [0, 0, 0, 0]
+    assert {queue.fetch_job(job_id).attempts for job_id in job_ids} == {1}
+    assert len(runs_by_process) > 1, "one process ran every job, so no claims competed"
+    assert set(runs_by_process) <= {str(process.popen.pid) for process in processes}
+
+
+def test_sigterm_lets_running_job_finish(queue, queue_path, tmp_path, processes):
+    release = tmp_path / "release"
+    starts = tmp_path / "starts"
+    blocking_job = queue.enqueue(jobs_for_tests.block_until_file, str(release), str(starts))
+    next_job = queue.enqueue(jobs_for_tests.add, 1, 2)
+    worker = start_worker("worker", queue_path, tmp_path)
+    processes.append(worker)
+
+    wait_for(starts.exists, message="the job to start")
+    worker.popen.send_signal(signal.SIGTERM)
+    release.touch()
+
+    assert worker.popen.wait(timeout=30) == 0, worker.log()
+    assert queue.fetch_job(blocking_job).status == "finished"
+    assert queue.fetch_job(blocking_job).result == "released"
+    assert queue.fetch_job(next_job).status == "queued"
+    assert "stopped (SIGTERM) after 1 jobs" in worker.log()
+
+
+def test_killed_worker_job_redelivered_after_lease(queue, queue_path, tmp_path, processes):
+    release = tmp_path / "release"
+    starts = tmp_path / "starts"
+    job_id = queue.enqueue(jobs_for_tests.block_until_file, str(release), str(starts))
+    first = start_worker("first", queue_path, tmp_path, "--lease-seconds", "1")
+    processes.append(first)
+
+    wait_for(starts.exists, message="the job to start")
+    first.popen.kill()
+    first.popen.wait(timeout=30)
+    abandoned = queue.fetch_job(job_id)
+    release.touch()
+    second = start_worker("second", queue_path, tmp_path, "--lease-seconds", "1")
+    processes.append(second)
+
+    finished = wait_for(lambda: _finished(queue, job_id), message="the job to finish")
+    assert abandoned.status == "started"
+    assert abandoned.attempts == 1
+    assert finished.attempts == 2
+    assert finished.result == "released"
+    assert finished.worker_id != abandoned.worker_id
+    assert starts.read_text().split() == [str(first.popen.pid), str(second.popen.pid)]
+
+
+def _finished(queue, job_id):
+    job = queue.fetch_job(job_id)
+    return job if job.status == "finished" else None
+
+
+def test_burst_process_exits_when_queue_empty(queue, queue_path, tmp_path, processes):
+    job_id = queue.enqueue(jobs_for_tests.add, 2, 3)
+    worker = start_worker("worker", queue_path, tmp_path, "--burst")
+    processes.append(worker)
+
+    assert worker.popen.wait(timeout=30) == 0, worker.log()
+    assert queue.fetch_job(job_id).result == 5
+    assert "stopped (no job ready) after 1 jobs" in worker.log()
+
+
+def test_flask_worker_command_runs_jobs(queue, queue_path, tmp_path, processes):
+    job_id = queue.enqueue(jobs_for_tests.add, 2, 3)
+    worker = Process(
+        "flask-worker",
+        flask_command("worker", "--burst"),
+        env={
+            "PYTHONPATH": str(REPOSITORY),
+            "QUEUE_DATABASE": str(queue_path),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite3'}",
+            "SECRET_KEY": "test secret key",
+        },
+        log_dir=tmp_path,
+    )
+    processes.append(worker)
+
+    assert worker.popen.wait(timeout=30) == 0, worker.log()
+    assert queue.fetch_job(job_id).result == 5
+    assert "stopped (no job ready) after 1 jobs" in worker.log()
