@@ -16,7 +16,6 @@ from replicate.exceptions import ReplicateError
 from replicate.pagination import paginate
 from replicate.prediction import Prediction
 from replicate.webhook import InvalidSignatureError, WebhookSigningSecret
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from promptgen.simulator import create_simulator_app
@@ -25,7 +24,7 @@ from promptgen.simulator.generate import generate_image
 from promptgen.simulator.progress import progress_line
 from promptgen.simulator.signing import SECRET_FILE
 
-from .support import Process, free_port, is_serving, wait_for
+from .support import Process, ServerThread, free_port, is_serving, wait_for
 
 MODEL = "stability-ai/stable-diffusion-img2img"
 PHOTO_SIZE = (160, 120)
@@ -39,24 +38,6 @@ FAST = {
     "SIMULATOR_WEBHOOK_TIMEOUT": 2.0,
     "SIMULATOR_PAGE_SIZE": 2,
 }
-
-
-class ServerThread:
-    """A werkzeug server for a WSGI app on a free 127.0.0.1 port, run in a thread."""
-
-    def __init__(self, app):
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        # A short poll interval lets stop() return quickly.
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
 
 
 class WebhookReceiver:

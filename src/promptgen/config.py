@@ -3,7 +3,6 @@
 import os
 import secrets
 from pathlib import Path
-from urllib.parse import urlsplit
 
 #: Variables read from the environment when set. Each overrides instance/config.py.
 ENVIRONMENT_KEYS = (
@@ -90,14 +89,6 @@ def _derive_settings(app):
     else:
         config.setdefault("REPLICATE_BASE_URL", REPLICATE_API_URL)
     config["REPLICATE_BASE_URL"] = config["REPLICATE_BASE_URL"].rstrip("/")
-
-
-def output_hosts(config):
-    """Return the host names (and host:port for the simulator) that outputs may come from."""
-    hosts = set(config["REPLICATE_OUTPUT_HOSTS"])
-    if config["REPLICATE_LOCAL"]:
-        hosts.add(urlsplit(config["REPLICATE_BASE_URL"]).netloc)
-    return hosts
 
 
 def read_or_create_secret_key(path):

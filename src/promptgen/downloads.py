@@ -5,7 +5,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .config import output_hosts
 from .images import UPLOAD_FORMATS, InvalidImage, open_verified
 
 logger = logging.getLogger(__name__)
@@ -22,15 +21,18 @@ def check_output_url(url, config):
     In local mode the simulator's own address (plain http) is allowed as well.
     """
     parts = urlsplit(url)
-    allowed = output_hosts(config)
-    is_simulator = config["REPLICATE_LOCAL"] and parts.scheme == "http" and parts.netloc in allowed
-    if is_simulator:
-        return
+    if config["REPLICATE_LOCAL"]:
+        simulator = urlsplit(config["REPLICATE_BASE_URL"])
+        if (parts.scheme, parts.netloc) == (simulator.scheme, simulator.netloc):
+            return
 
     host = (parts.hostname or "").lower()
+    allowed = config["REPLICATE_OUTPUT_HOSTS"]
     host_allowed = any(host == name or host.endswith("." + name) for name in allowed)
     if parts.scheme != "https" or not host_allowed or parts.port not in (None, 443):
         raise DownloadRejected(f"output URL {url!r} is not on an allowed Replicate host")
+    if parts.username or parts.password:
+        raise DownloadRejected(f"output URL {url!r} carries credentials")
 
 
 def download_output(url, config):

@@ -1,0 +1,260 @@
+"""The generate and store jobs against the simulator, with the app serving its webhook."""
+
+import io
+
+import httpx
+import pytest
+from PIL import Image, ImageChops
+from werkzeug.wrappers import Response
+
+from promptgen.downloads import DownloadRejected, check_output_url, download_output
+from promptgen.extensions import db
+from promptgen.jobs import generate_prediction, store_output
+from promptgen.models import Prediction
+from promptgen.simulator import create_simulator_app
+from promptgen.worker import Worker
+
+from .conftest import WEBHOOK_SECRET, add_prompt, queued_jobs
+from .support import FIXTURES, ServerThread, wait_for
+
+MODEL = "stability-ai/stable-diffusion-img2img"
+
+
+@pytest.fixture
+def simulator(tmp_path):
+    app = create_simulator_app(
+        {"SIMULATOR_DELAY": 0.2, "SIMULATOR_WEBHOOK_SECRET": WEBHOOK_SECRET},
+        instance_path=tmp_path / "simulator",
+    )
+    server = ServerThread(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def served_app(app, simulator):
+    """The app, served over HTTP so the simulator's webhooks reach it, pointed at the simulator."""
+    server = ServerThread(app)
+    app.config["PUBLIC_URL"] = server.url
+    app.config["REPLICATE_BASE_URL"] = simulator.url
+    yield app
+    server.stop()
+
+
+def remote_predictions(simulator):
+    """Return the simulator's predictions as JSON, newest first."""
+    response = httpx.get(simulator.url + "/v1/predictions", headers={"Authorization": "Bearer test"})
+    return response.json()["results"]
+
+
+def load(app, prediction_id):
+    with app.app_context():
+        prediction = db.session.get(Prediction, prediction_id)
+        db.session.expunge_all()
+        return prediction
+
+
+def run(app, job, *args):
+    with app.app_context():
+        job(*args)
+
+
+def test_generate_creates_one_remote_prediction(served_app, simulator):
+    prediction_id = add_prompt(served_app)[2]
+
+    run(served_app, generate_prediction, prediction_id)
+
+    prediction = load(served_app, prediction_id)
+    [remote] = remote_predictions(simulator)
+    assert prediction.replicate_id == remote["id"]
+    assert prediction.status in ("starting", "processing", "succeeded")
+    assert remote["input"]["prompt"] == "someone else's prompt"
+    assert remote["input"]["image"].startswith("data:image/jpeg;base64,/9j/")
+    assert remote["webhook"].startswith(f"{served_app.config['PUBLIC_URL']}/replicate/webhook?token=")
+    assert remote["webhook_events_filter"] == ["start", "completed"]
+
+
+def test_generate_again_sends_nothing(served_app, simulator):
+    prediction_id = add_prompt(served_app)[2]
+    run(served_app, generate_prediction, prediction_id)
+
+    run(served_app, generate_prediction, prediction_id)
+    run(served_app, generate_prediction, prediction_id)
+
+    assert len(remote_predictions(simulator)) == 1
+
+
+def test_generate_for_deleted_prediction_sends_nothing(served_app, simulator):
+    prediction_id = add_prompt(served_app)[2]
+    with served_app.app_context():
+        db.session.delete(db.session.get(Prediction, prediction_id))
+        db.session.commit()
+
+    run(served_app, generate_prediction, prediction_id)
+
+    assert remote_predictions(simulator) == []
+
+
+def test_generate_unknown_model_fails_with_api_message(served_app, simulator):
+    served_app.config["REPLICATE_MODEL"] = "nobody/no-such-model"
+    prediction_id = add_prompt(served_app)[2]
+
+    run(served_app, generate_prediction, prediction_id)
+
+    prediction = load(served_app, prediction_id)
+    assert prediction.status == "failed"
+    assert prediction.error.startswith("Replicate rejected the request: ")
+    assert "not found" in prediction.error.lower()
+    assert remote_predictions(simulator) == []
+
+
+def test_webhooks_and_store_job_fill_the_row(served_app, simulator):
+    prediction_id = add_prompt(served_app)[2]
+    run(served_app, generate_prediction, prediction_id)
+
+    wait_for(lambda: load(served_app, prediction_id).status == "succeeded", timeout=20, message="completed webhook")
+    assert queued_jobs(served_app) == [("promptgen.jobs:store_output", f"[{prediction_id}]")]
+    Worker(served_app).work(burst=True)
+
+    prediction = load(served_app, prediction_id)
+    image = Image.open(io.BytesIO(prediction.image))
+    original = Image.open(FIXTURES / "astronaut.jpg").convert("RGB")
+    assert prediction.image_mime == "image/png"
+    assert prediction.error is None
+    assert prediction.is_final
+    assert image.size == (512, 512)
+    assert ImageChops.difference(image.convert("RGB"), original).getbbox() is not None
+
+
+def test_store_skips_row_with_image(served_app, simulator):
+    prediction_id = add_prompt(served_app)[2]
+    run(served_app, generate_prediction, prediction_id)
+    wait_for(lambda: load(served_app, prediction_id).status == "succeeded", timeout=20, message="completed webhook")
+    run(served_app, store_output, prediction_id)
+    stored = load(served_app, prediction_id).image
+    with served_app.app_context():
+        db.session.get(Prediction, prediction_id).output_url = "https://example.org/other.png"
+        db.session.commit()
+
+    run(served_app, store_output, prediction_id)
+
+    prediction = load(served_app, prediction_id)
+    assert prediction.image == stored
+    assert prediction.error is None
+
+
+def succeeded_row(app, output_url):
+    prediction_id = add_prompt(app)[2]
+    with app.app_context():
+        prediction = db.session.get(Prediction, prediction_id)
+        prediction.status = "succeeded"
+        prediction.replicate_id = "r8test"
+        prediction.output_url = output_url
+        db.session.commit()
+    return prediction_id
+
+
+def test_store_rejects_foreign_host(app):
+    prediction_id = succeeded_row(app, "https://example.org/cat.png")
+
+    run(app, store_output, prediction_id)
+
+    prediction = load(app, prediction_id)
+    assert prediction.status == "succeeded"
+    assert prediction.image is None
+    assert prediction.error == (
+        "The output could not be stored: output URL 'https://example.org/cat.png' is not on an"
+        " allowed Replicate host"
+    )
+    assert prediction.is_final
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://replicate.delivery/pbxt/a/out-0.png", True),
+        ("https://pbxt.replicate.delivery/a/out-0.png", True),
+        ("https://REPLICATE.delivery/a.png", True),
+        ("http://replicate.delivery/a.png", False),
+        ("https://replicate.delivery:8443/a.png", False),
+        ("https://replicate.delivery.example.com/a.png", False),
+        ("https://evilreplicate.delivery/a.png", False),
+        ("https://user:pw@replicate.delivery/a.png", False),
+        ("file:///etc/passwd", False),
+        ("http://127.0.0.1:5001/files/x/0.png", True),
+        ("http://127.0.0.1:5002/files/x/0.png", False),
+        ("https://127.0.0.1:5001/files/x/0.png", False),
+    ],
+)
+def test_check_output_url_in_local_mode(app, url, allowed):
+    app.config["REPLICATE_BASE_URL"] = "http://127.0.0.1:5001"
+
+    if allowed:
+        check_output_url(url, app.config)
+    else:
+        with pytest.raises(DownloadRejected):
+            check_output_url(url, app.config)
+
+
+def test_check_output_url_with_token_refuses_simulator(app):
+    app.config.update(REPLICATE_LOCAL=False, REPLICATE_BASE_URL="https://api.replicate.com")
+
+    with pytest.raises(DownloadRejected):
+        check_output_url("http://127.0.0.1:5001/files/x/0.png", app.config)
+
+
+@pytest.fixture
+def file_server():
+    """Serve canned responses from 127.0.0.1; set .response before each request."""
+    holder = type("Holder", (), {"response": Response("")})()
+    server = ServerThread(lambda environ, start_response: holder.response(environ, start_response))
+    holder.url = server.url
+    yield holder
+    server.stop()
+
+
+def local_config(app, file_server, **overrides):
+    app.config["REPLICATE_BASE_URL"] = file_server.url
+    return {**app.config, **overrides}
+
+
+def test_download_accepts_png(app, file_server):
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, format="PNG")
+    file_server.response = Response(png.getvalue(), mimetype="image/png")
+
+    data, mime = download_output(file_server.url + "/a.png", local_config(app, file_server))
+
+    assert data == png.getvalue()
+    assert mime == "image/png"
+
+
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        (Response("<html>hi</html>", mimetype="text/html"), "output is not a usable image"),
+        (Response("gone", status=404), "answered HTTP 404"),
+        (Response("", status=302, headers={"Location": "http://169.254.169.254/"}), "answered HTTP 302"),
+        (Response(b"\x89PNG" + b"\x00" * 2000, mimetype="image/png"), "over the 1000-byte limit"),
+    ],
+)
+def test_download_rejects(app, file_server, response, message):
+    file_server.response = response
+
+    with pytest.raises(DownloadRejected) as error:
+        download_output(file_server.url + "/a.png", local_config(app, file_server, OUTPUT_MAX_BYTES=1000))
+
+    assert message in str(error.value)
+
+
+def test_download_rejects_stream_without_length(app, file_server):
+    def chunks():
+        for _ in range(10):
+            yield b"\x00" * 500
+
+    file_server.response = Response(chunks(), mimetype="image/png", direct_passthrough=True)
+
+    with pytest.raises(DownloadRejected) as error:
+        download_output(file_server.url + "/a.png", local_config(app, file_server, OUTPUT_MAX_BYTES=1000))
+
+    assert str(error.value) == "the file is over the 1000-byte limit"
