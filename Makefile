@@ -17,7 +17,10 @@ export REPLICATE_BASE_URL ?= http://127.0.0.1:$(SIMULATOR_PORT)
 else
 PROCESSES := web worker
 endif
-export PORT SIMULATOR_PORT
+# honcho gives each process its own PORT, so the worker must not derive the
+# webhook address from PORT: pass the web server's address to every process.
+PUBLIC_URL ?= http://127.0.0.1:$(PORT)
+export PORT SIMULATOR_PORT PUBLIC_URL
 
 .PHONY: help install run worker test bench clean
 
