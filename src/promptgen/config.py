@@ -39,7 +39,7 @@ DEFAULTS = {
     "REPLICATE_OUTPUT_HOSTS": ("replicate.delivery",),
     #: Webhooks whose timestamp is further from now than this, in seconds, are rejected.
     "WEBHOOK_TOLERANCE": 300,
-    #: How often a pending prediction's placeholder asks for news, in seconds.
+    #: Seconds between the requests a pending prediction's placeholder sends for its next state.
     "POLL_INTERVAL": 2,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
