@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from promptgen.extensions import db
+from promptgen.images import data_url
 from promptgen.models import Prediction, Prompt
 
 from .conftest import add_prompt, create_prompt, csrf_token, queued_jobs
@@ -160,7 +161,10 @@ def test_delete_removes_prompt_and_predictions(client, app, logged_in, photo_byt
         ("get", "/prompts/{prompt}"),
         ("get", "/prompts/{prompt}/edit"),
         ("post", "/prompts/{prompt}/edit"),
+        ("get", "/prompts/{prompt}/delete"),
         ("post", "/prompts/{prompt}/delete"),
+        ("get", "/prompts/{prompt}/predictions/{prediction}/image"),
+        ("post", "/prompts/{prompt}/predictions/{prediction}/delete"),
         ("post", "/prompts/{prompt}/predictions"),
         ("get", "/prompts/{prompt}/predictions/{prediction}"),
     ],
@@ -223,3 +227,100 @@ def test_failed_prediction_shows_error(client, app, logged_in):
 
     assert "Failed: NSFW content detected. Try a different prompt." in page
     assert "hx-get" not in page
+
+
+def test_delete_asks_for_confirmation(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes, title="keep me?").headers["Location"]
+
+    page = client.get(location + "/delete").get_data(as_text=True)
+
+    assert "Delete “keep me?”?" in page
+    assert "all 1 of its variations" in page
+    assert count(app, Prompt) == 1
+
+
+def test_index_paginates_24_per_page(client, app, logged_in):
+    for _ in range(25):
+        add_prompt(app, owner_email="ada@example.com")
+
+    first = client.get("/prompts").get_data(as_text=True)
+    second = client.get("/prompts?page=2").get_data(as_text=True)
+
+    assert first.count('class="card"') == 24
+    assert second.count('class="card"') == 1
+    assert "Page 1 of 2" in first
+    assert 'href="/prompts?page=2"' in first
+    assert 'href="/prompts?page=1"' in second
+
+
+def test_index_sends_thumbnails_not_photos(client, app, logged_in, photo_bytes):
+    create_prompt(client, photo_bytes)
+    with app.app_context():
+        prompt = db.session.scalar(db.select(Prompt))
+        photo_url = data_url(prompt.image, "image/jpeg")
+        thumbnail_url = data_url(prompt.thumbnail, "image/jpeg")
+
+    page = client.get("/prompts").get_data(as_text=True)
+
+    assert thumbnail_url in page
+    assert photo_url not in page
+
+
+def finish_prediction(app, image, mime="image/png"):
+    with app.app_context():
+        prediction = db.session.scalar(db.select(Prediction))
+        prediction.status = "succeeded"
+        prediction.image = image
+        prediction.image_mime = mime
+        db.session.commit()
+        return prediction.id
+
+
+def test_download_sends_image_with_prompt_name(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes, title="A watercolor / portrait!").headers["Location"]
+    prediction_id = finish_prediction(app, b"\x89PNG image bytes")
+
+    response = client.get(f"{location}/predictions/{prediction_id}/image")
+
+    assert response.status_code == 200
+    assert response.data == b"\x89PNG image bytes"
+    assert response.mimetype == "image/png"
+    assert response.headers["Content-Disposition"] == (
+        f"attachment; filename=A_watercolor_portrait-{prediction_id}.png"
+    )
+
+
+def test_download_of_pending_prediction_is_404(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    with app.app_context():
+        prediction_id = db.session.scalar(db.select(Prediction.id))
+
+    assert client.get(f"{location}/predictions/{prediction_id}/image").status_code == 404
+
+
+def test_delete_one_prediction(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+    client.post(location + "/predictions", data={"csrf_token": token})
+    with app.app_context():
+        first_id = db.session.scalar(db.select(Prediction.id).order_by(Prediction.id))
+
+    response = client.post(f"{location}/predictions/{first_id}/delete", data={"csrf_token": token})
+
+    assert response.status_code == 302
+    assert count(app, Prediction) == 1
+    assert count(app, Prompt) == 1
+    with app.app_context():
+        assert db.session.get(Prediction, first_id) is None
+
+
+def test_pages_send_security_headers(client):
+    response = client.get("/login")
+
+    assert response.headers["Content-Security-Policy"] == (
+        "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self';"
+        " object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    )
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "<script>" not in response.get_data(as_text=True)

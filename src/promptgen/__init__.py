@@ -38,13 +38,14 @@ def create_app(test_config=None, instance_path=None):
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from . import accounts, cli, errors, filters, prompts, webhooks
+    from . import accounts, cli, errors, filters, headers, prompts, webhooks
 
     app.register_blueprint(accounts.bp)
     app.register_blueprint(prompts.bp)
     app.register_blueprint(webhooks.bp)
     errors.register(app)
     filters.register(app)
+    headers.register(app)
     cli.register(app)
     app.before_request(_choose_transaction_mode)
     app.teardown_request(_reset_transaction_mode)

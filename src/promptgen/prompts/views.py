@@ -1,8 +1,20 @@
+import io
 import logging
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from flask_login import current_user, login_required
 from sqlalchemy import func
+from sqlalchemy.orm import defer
+from werkzeug.utils import secure_filename
 
 from ..extensions import db
 from ..images import InvalidImage, make_thumbnail, normalize_upload
@@ -13,6 +25,12 @@ from . import bp
 from .forms import NewPromptForm, PromptForm
 
 logger = logging.getLogger(__name__)
+
+#: Prompts on one page of the index.
+PROMPTS_PER_PAGE = 24
+
+#: Longest part of a downloaded file's name taken from the prompt, in characters.
+MAX_FILENAME_STEM = 60
 
 
 @bp.before_request
@@ -39,19 +57,23 @@ def get_own_prediction(prompt_id, prediction_id):
 
 @bp.get("")
 def index():
-    """List the account's prompts, newest first, with their number of predictions."""
-    counts = (
-        db.select(Prediction.prompt_id, func.count().label("count"))
-        .group_by(Prediction.prompt_id)
-        .subquery()
-    )
-    rows = db.session.execute(
-        db.select(Prompt, func.coalesce(counts.c.count, 0))
-        .outerjoin(counts, counts.c.prompt_id == Prompt.id)
+    """List the account's prompts, newest first, a page at a time, with thumbnails only."""
+    page = db.paginate(
+        db.select(Prompt)
         .where(Prompt.user_id == current_user.id)
-        .order_by(Prompt.created_at.desc(), Prompt.id.desc())
-    ).all()
-    return render_template("prompts/index.html", rows=rows)
+        .options(defer(Prompt.image), defer(Prompt.description))
+        .order_by(Prompt.created_at.desc(), Prompt.id.desc()),
+        per_page=PROMPTS_PER_PAGE,
+        error_out=False,
+    )
+    counts = dict(
+        db.session.execute(
+            db.select(Prediction.prompt_id, func.count())
+            .where(Prediction.prompt_id.in_([prompt.id for prompt in page.items]))
+            .group_by(Prediction.prompt_id)
+        ).all()
+    )
+    return render_template("prompts/index.html", page=page, counts=counts)
 
 
 @bp.get("/new")
@@ -109,9 +131,13 @@ def edit(prompt_id):
     return redirect(url_for("prompts.show", prompt_id=prompt.id))
 
 
-@bp.post("/<int:prompt_id>/delete")
+@bp.route("/<int:prompt_id>/delete", methods=["GET", "POST"])
 def delete(prompt_id):
+    """Ask for confirmation, then delete the prompt with all its predictions."""
     prompt = get_own_prompt(prompt_id)
+    if request.method == "GET":
+        return render_template("prompts/delete.html", prompt=prompt)
+
     db.session.delete(prompt)
     db.session.commit()
 
@@ -134,6 +160,35 @@ def prediction(prompt_id, prediction_id):
     """Return one prediction's card; pending cards poll this until they are final."""
     prediction = get_own_prediction(prompt_id, prediction_id)
     return render_template("prompts/_prediction.html", prediction=prediction)
+
+
+@bp.get("/<int:prompt_id>/predictions/<int:prediction_id>/image")
+def download(prompt_id, prediction_id):
+    """Send a finished prediction's image as a file named after the prompt."""
+    prediction = get_own_prediction(prompt_id, prediction_id)
+    if prediction.image is None:
+        abort(404)
+
+    extension = prediction.image_mime.removeprefix("image/").replace("jpeg", "jpg")
+    stem = secure_filename(prediction.prompt.title)[:MAX_FILENAME_STEM] or "prediction"
+    return send_file(
+        io.BytesIO(prediction.image),
+        mimetype=prediction.image_mime,
+        as_attachment=True,
+        download_name=f"{stem}-{prediction.id}.{extension}",
+    )
+
+
+@bp.post("/<int:prompt_id>/predictions/<int:prediction_id>/delete")
+def delete_prediction(prompt_id, prediction_id):
+    """Delete one prediction of a prompt."""
+    prediction = get_own_prediction(prompt_id, prediction_id)
+    db.session.delete(prediction)
+    db.session.commit()
+
+    logger.info("prediction %s deleted by account %s", prediction_id, current_user.id)
+    flash("Variation deleted.", "success")
+    return redirect(url_for("prompts.show", prompt_id=prompt_id))
 
 
 def _validated_photo(form):
