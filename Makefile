@@ -22,7 +22,7 @@ endif
 PUBLIC_URL ?= http://127.0.0.1:$(PORT)
 export PORT SIMULATOR_PORT PUBLIC_URL
 
-.PHONY: help install run worker test bench clean
+.PHONY: help install browser run worker test bench clean
 
 help:
 	@echo "make install  create .venv, install promptgen and apply migrations"
@@ -39,6 +39,10 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 	$(FLASK) db upgrade
 
+# The browser test drives Debian's Chromium, not a browser that Playwright downloads.
+browser:
+	scripts/install-chromium
+
 run: install
 	@echo "promptgen: open http://127.0.0.1:$(PORT) (Ctrl-C stops everything)"
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho --procfile Procfile start --port $(PORT) $(PROCESSES)
@@ -46,7 +50,7 @@ run: install
 worker: install
 	$(FLASK) worker
 
-test: install
+test: install browser
 	$(BIN)/pytest
 
 clean:

@@ -8,7 +8,7 @@ from promptgen.config import ENVIRONMENT_KEYS
 from promptgen.extensions import db
 from promptgen.models import Prediction, Prompt, User
 
-from .support import FIXTURES
+from .support import FIXTURES, Process, flask_command, free_port, is_serving, wait_for
 
 #: The signing secret the test app verifies webhooks with (32 random bytes, base64).
 WEBHOOK_SECRET = "whsec_J0wEhVsSvVa0cCHsOLFGXZJh4fSnNPJsDd7R3m6cyQg="
@@ -133,3 +133,45 @@ def queued_jobs(app):
         if not tables:
             return []
         return connection.execute("SELECT func, args FROM jobs ORDER BY seq").fetchall()
+
+
+@pytest.fixture
+def live_stack(tmp_path):
+    """Start migrations, the simulator, the web server and one worker as real processes.
+
+    Call the fixture's value with the simulator's run time in seconds; it returns the web
+    server's URL and the processes, whose logs a failing test can print.
+    """
+    processes = []
+
+    def start(simulator_delay=0.5):
+        web_port = free_port()
+        simulator_port = free_port()
+        env = {
+            "PROMPTGEN_INSTANCE_PATH": str(tmp_path / "instance"),
+            "PORT": str(web_port),
+            "REPLICATE_BASE_URL": f"http://127.0.0.1:{simulator_port}",
+            "REPLICATE_API_TOKEN": "",
+            "FLASK_DEBUG": "0",
+        }
+
+        def run(name, *args):
+            process = Process(name, flask_command(*args), env, tmp_path)
+            processes.append(process)
+            return process
+
+        migrate = run("migrate", "db", "upgrade")
+        assert migrate.popen.wait(60) == 0, migrate.log()
+        run("simulator", "replicate-sim", "--port", str(simulator_port), "--delay", str(simulator_delay))
+        run("web", "run", "--port", str(web_port))
+        run("worker", "worker")
+
+        base_url = f"http://127.0.0.1:{web_port}"
+        secret_url = f"http://127.0.0.1:{simulator_port}/v1/webhooks/default/secret"
+        wait_for(lambda: is_serving(base_url + "/login"), message="web server")
+        wait_for(lambda: is_serving(secret_url), message="simulator")
+        return base_url, processes
+
+    yield start
+    for process in reversed(processes):
+        process.stop()

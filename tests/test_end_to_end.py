@@ -8,46 +8,11 @@ import httpx
 import pytest
 from PIL import Image, ImageChops
 
-from .support import FIXTURES, Process, flask_command, free_port, is_serving, wait_for
+from .support import FIXTURES, wait_for
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "a long enough password"
-
-
-@pytest.fixture
-def stack(tmp_path):
-    """Start the simulator, the web server and one worker; yield the web server's URL."""
-    web_port = free_port()
-    simulator_port = free_port()
-    env = {
-        "PROMPTGEN_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PORT": str(web_port),
-        "REPLICATE_BASE_URL": f"http://127.0.0.1:{simulator_port}",
-        "REPLICATE_API_TOKEN": "",
-        "FLASK_DEBUG": "0",
-    }
-    processes = []
-
-    def start(name, *args):
-        process = Process(name, flask_command(*args), env, tmp_path)
-        processes.append(process)
-        return process
-
-    migrate = start("migrate", "db", "upgrade")
-    assert migrate.popen.wait(60) == 0, migrate.log()
-    start("simulator", "replicate-sim", "--port", str(simulator_port), "--delay", "0.5")
-    start("web", "run", "--port", str(web_port))
-    start("worker", "worker")
-
-    base_url = f"http://127.0.0.1:{web_port}"
-    try:
-        wait_for(lambda: is_serving(base_url + "/login"), message="web server")
-        wait_for(lambda: is_serving(f"http://127.0.0.1:{simulator_port}/v1/webhooks/default/secret"), message="simulator")
-        yield base_url, processes
-    finally:
-        for process in reversed(processes):
-            process.stop()
 
 
 def csrf_token(client, path):
@@ -55,8 +20,8 @@ def csrf_token(client, path):
     return re.search(r'name="csrf_token"[^>]* value="([^"]+)"', page).group(1)
 
 
-def test_photo_becomes_generated_image(stack):
-    base_url, processes = stack
+def test_photo_becomes_generated_image(live_stack):
+    base_url, processes = live_stack()
     photo = (FIXTURES / "astronaut.jpg").read_bytes()
 
     with httpx.Client(base_url=base_url, timeout=10) as client:

@@ -112,8 +112,10 @@ def test_webhooks_and_store_job_fill_the_row(served_app, simulator):
     prediction_id = add_prompt(served_app)[2]
     run(served_app, generate_prediction, prediction_id)
 
-    wait_for(lambda: load(served_app, prediction_id).status == "succeeded", timeout=20, message="completed webhook")
-    assert queued_jobs(served_app) == [("promptgen.jobs:store_output", f"[{prediction_id}]")]
+    # The webhook view enqueues the store job right after it commits the new status.
+    jobs = wait_for(lambda: queued_jobs(served_app), timeout=20, message="the store job")
+    assert load(served_app, prediction_id).status == "succeeded"
+    assert jobs == [("promptgen.jobs:store_output", f"[{prediction_id}]")]
     Worker(served_app).work(burst=True)
 
     prediction = load(served_app, prediction_id)

@@ -1,0 +1,104 @@
+"""A person's path through the app in Chromium, driven by Playwright, on real processes."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from .support import FIXTURES
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+
+#: Flags for headless Chromium on a machine without network access or a sandbox.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser_page():
+    """A Chromium page that records console errors; skipped where Chromium is missing."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM}; `make install` installs it")
+        pytest.skip(f"Chromium not found at {CHROMIUM}; run `make install` as root")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
+        page.console_errors = []
+        page.on("console", lambda message: _record_error(page, message))
+        page.on("pageerror", lambda error: page.console_errors.append(str(error)))
+        yield page
+        browser.close()
+
+
+def _record_error(page, message):
+    if message.type == "error":
+        page.console_errors.append(f"{message.text} at {message.location}")
+
+
+def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_path):
+    base_url, processes = live_stack(simulator_delay=1.5)
+    page = browser_page
+    SCREENSHOTS.mkdir(exist_ok=True)
+
+    page.goto(base_url + "/signup")
+    page.fill("input[name=email]", "browser@example.com")
+    page.fill("input[name=password]", "a long enough password")
+    page.click("button[type=submit]")
+    page.wait_for_url(base_url + "/prompts")
+
+    page.click("text=New prompt")
+    page.fill("input[name=title]", "an astronaut in bold watercolor")
+    page.set_input_files("input[name=image]", str(FIXTURES / "astronaut.jpg"))
+    page.click("main button[type=submit]")
+    page.wait_for_url(re.compile(r"/prompts/\d+$"))
+    prompt_url = page.url
+
+    placeholder = page.locator("article.prediction.pending")
+    assert placeholder.count() == 1
+    assert placeholder.locator("progress").count() == 1
+
+    page.wait_for_selector("article.prediction img", timeout=30_000)
+    assert page.url == prompt_url
+    assert page.locator("article.prediction.pending").count() == 0
+
+    page.click("text=Generate again")
+    page.wait_for_url(prompt_url)
+    expect(page.locator("article.prediction img")).to_have_count(2, timeout=30_000)
+    page.screenshot(path=str(SCREENSHOTS / "prompt.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.locator("article.prediction a", has_text="Download").first.click()
+    download = download_info.value
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    assert saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert re.fullmatch(r"an_astronaut_in_bold_watercolor-\d+\.png", download.suggested_filename)
+
+    page.goto(base_url + "/prompts")
+    assert page.locator("li.card").count() == 1
+    assert "2 predictions" in page.locator("li.card").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "index.png"), full_page=True)
+
+    page.goto(prompt_url)
+    page.click("text=Delete…")
+    page.click("button:has-text('Delete prompt')")
+    page.wait_for_url(base_url + "/prompts")
+    assert "Prompt deleted." in page.inner_text("main")
+    assert page.locator("li.card").count() == 0
+
+    assert page.console_errors == []
