@@ -1,4 +1,5 @@
 import io
+import re
 
 import pytest
 from PIL import Image
@@ -324,3 +325,43 @@ def test_pages_send_security_headers(client):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "<script>" not in response.get_data(as_text=True)
+
+
+def test_unchanged_pending_card_answers_204(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    page = client.get(location).get_data(as_text=True)
+    card_url = re.search(r'hx-get="([^"]+)"', page).group(1).replace("&amp;", "&")
+
+    unchanged = client.get(card_url)
+    with app.app_context():
+        prediction = db.session.scalar(db.select(Prediction))
+        prediction.status = "processing"
+        prediction.logs = " 40%|####      | 8/20"
+        db.session.commit()
+    changed = client.get(card_url)
+
+    assert card_url.endswith("?shown=queued-None")
+    assert unchanged.status_code == 204
+    assert unchanged.data == b""
+    assert changed.status_code == 200
+    assert 'value="40"' in changed.get_data(as_text=True)
+    assert "?shown=processing-40" in changed.get_data(as_text=True)
+    assert len(changed.data) < 1024
+
+
+def test_finished_card_shows_run_time(client, app, logged_in, photo_bytes):
+    from datetime import datetime
+
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    with app.app_context():
+        prediction = db.session.scalar(db.select(Prediction))
+        prediction.status = "succeeded"
+        prediction.image = photo_bytes
+        prediction.image_mime = "image/jpeg"
+        prediction.started_at = datetime(2026, 1, 1, 12, 0, 0)
+        prediction.completed_at = datetime(2026, 1, 1, 12, 1, 5)
+        db.session.commit()
+
+    page = client.get(location).get_data(as_text=True)
+
+    assert "2026-01-01 12:01 UTC · ran 1 min 5 s" in page

@@ -19,6 +19,8 @@ def register(app):
     app.add_template_filter(data_url, "data_url")
     app.add_template_filter(progress_percent, "progress_percent")
     app.add_template_filter(status_label, "status_label")
+    app.add_template_filter(card_state, "card_state")
+    app.add_template_filter(duration, "duration")
 
 
 def progress_percent(logs):
@@ -31,3 +33,19 @@ def progress_percent(logs):
 
 def status_label(prediction):
     return STATUS_LABELS.get(prediction.status, prediction.status.capitalize())
+
+
+def card_state(prediction):
+    """Return a short value that changes whenever a pending card would render differently."""
+    return f"{prediction.status}-{progress_percent(prediction.logs)}"
+
+
+def duration(start, end):
+    """Return the seconds from start to end as text such as "4.2 s" or "3 min 5 s"."""
+    if start is None or end is None:
+        return None
+    seconds = max((end - start).total_seconds(), 0)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s"

@@ -17,6 +17,7 @@ from sqlalchemy.orm import defer
 from werkzeug.utils import secure_filename
 
 from ..extensions import db
+from ..filters import card_state
 from ..images import InvalidImage, make_thumbnail, normalize_upload
 from ..models import Prediction, Prompt
 from ..predictions import start_prediction
@@ -157,8 +158,14 @@ def generate(prompt_id):
 
 @bp.get("/<int:prompt_id>/predictions/<int:prediction_id>")
 def prediction(prompt_id, prediction_id):
-    """Return one prediction's card; pending cards poll this until they are final."""
+    """Return one prediction's card; pending cards poll this until they are final.
+
+    A poll whose ``shown`` argument matches the card's current state gets 204 No Content,
+    which htmx leaves in place, so an unchanged card costs no body.
+    """
     prediction = get_own_prediction(prompt_id, prediction_id)
+    if not prediction.is_final and request.args.get("shown") == card_state(prediction):
+        return "", 204
     return render_template("prompts/_prediction.html", prediction=prediction)
 
 
