@@ -29,6 +29,7 @@ help:
 	@echo "make run      start web, worker and (without REPLICATE_API_TOKEN) the simulator"
 	@echo "make worker   run one worker in the foreground"
 	@echo "make test     run the test suite"
+	@echo "make bench    benchmark the job queue against persist-queue, litequeue, huey and RQ"
 	@echo "make clean    remove .venv and caches (instance/ data is kept)"
 
 $(STAMP): setup.cfg pyproject.toml
@@ -52,6 +53,13 @@ worker: install
 
 test: install browser
 	$(BIN)/pytest
+
+# The RQ runs need a local redis-server; the benchmark starts its own on 127.0.0.1.
+bench: install
+	command -v redis-server >/dev/null 2>&1 || { apt-get update && apt-get install -y redis-server; }
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python -m bench.queue_bench
+	$(BIN)/python bench/webhook_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info

@@ -3,6 +3,7 @@
 import os
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -113,3 +114,49 @@ def make_nested_function():
         return None
 
     return nested
+
+
+def record_run_in_thread(results_dir, number):
+    """Append number to a file named after this process and thread."""
+    path = Path(results_dir) / f"{os.getpid()}-{threading.get_ident()}.txt"
+    with open(path, "a") as file:
+        file.write(f"{number}\n")
+
+
+def sleep_for(seconds):
+    """Sleep, then return "slept"."""
+    time.sleep(seconds)
+    return "slept"
+
+
+def sleep_ignoring_exceptions(seconds):
+    """Sleep, catching every Exception on the way, as careless job code does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(POLL_SECONDS)
+        except Exception:
+            pass
+    return "slept"
+
+
+def stop_then_sleep(signal_name, seconds):
+    """Send the named signal to this process, then sleep."""
+    os.kill(os.getpid(), signal.Signals[signal_name])
+    time.sleep(seconds)
+    return "slept"
+
+
+def kill_own_process(starts_path):
+    """Append this pid to starts_path, then SIGKILL this process."""
+    with open(starts_path, "a") as file:
+        file.write(f"{os.getpid()}\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def nothing():
+    """Do nothing."""
+
+
+class CustomError(Exception):
+    """An exception class defined outside builtins."""

@@ -1,14 +1,17 @@
-"""Minimal Flask app that runs a promptgen Worker, for tests that need worker processes.
+"""Minimal Flask app that runs promptgen workers, for tests that need worker processes.
 
 Usage: python -m tests.queue_app QUEUE_FILE [--lease-seconds N] [--burst]
+       [--grace N] [--concurrency N]
 """
 
 import argparse
 import logging
+import sys
 
 from flask import Flask
 
 from promptgen.worker import Worker
+from promptgen.worker_pool import WorkerPool
 
 
 def create_app(queue_path, lease_seconds):
@@ -26,13 +29,24 @@ def main(argv=None):
         "--lease-seconds", type=float, default=60.0, help="lease length in seconds"
     )
     parser.add_argument("--burst", action="store_true", help="exit once no job is ready")
+    parser.add_argument("--grace", type=float, default=30.0, help="shutdown grace in seconds")
+    parser.add_argument("--concurrency", type=int, default=1, help="number of worker processes")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
-    Worker(create_app(args.queue_path, args.lease_seconds)).work(burst=args.burst)
+    app = create_app(args.queue_path, args.lease_seconds)
+
+    def make_worker(slot=0):
+        return Worker(app, grace_seconds=args.grace)
+
+    if args.concurrency == 1:
+        make_worker().work(burst=args.burst)
+        return
+    pool = WorkerPool(make_worker, args.concurrency, burst=args.burst, grace_seconds=args.grace)
+    sys.exit(pool.run())
 
 
 if __name__ == "__main__":

@@ -21,37 +21,10 @@ from promptgen.queue import (
 )
 
 from . import jobs_for_tests
+# The clock, queue_path and queue fixtures come from queue_support.
+from .queue_support import LEASE, START, clock, queue, queue_path  # noqa: F401
 
-START = 1_700_000_000.0
-LEASE = 30.0
 JOBS = jobs_for_tests.__name__
-
-
-class FakeClock:
-    """A clock that stays at `now` until a test moves it."""
-
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return FakeClock(START)
-
-
-@pytest.fixture
-def queue_path(tmp_path):
-    return tmp_path / "queue.sqlite3"
-
-
-@pytest.fixture
-def queue(queue_path, clock):
-    queue = Queue(queue_path, lease_seconds=LEASE, clock=clock)
-    yield queue
-    queue.close()
 
 
 def test_enqueue_fetch_round_trip(queue):
@@ -120,14 +93,29 @@ def test_enqueue_call_options(queue):
     assert job.max_attempts == 5
 
 
-def test_job_kwargs_may_use_option_names(queue):
+def test_enqueue_reserves_option_names(queue):
     job_id = queue.enqueue(jobs_for_tests.echo, queue="q", priority=1, delay=2)
     job = queue.fetch_job(job_id)
 
-    assert job.kwargs == {"queue": "q", "priority": 1, "delay": 2}
-    assert job.queue == "default"
+    assert job.kwargs == {"priority": 1}
+    assert job.queue == "q"
     assert job.priority == 0
+    assert job.run_at == START + 2
+    assert set(queue_module.RESERVED_OPTIONS) == {
+        "queue", "at", "delay", "retries", "timeout", "key",
+    }  # fmt: skip
+
+
+def test_enqueue_call_passes_option_names_to_job(queue):
+    kwargs = {"queue": "q", "at": 1, "delay": 2, "retries": 3, "timeout": 4, "key": "k"}
+    job_id = queue.enqueue_call(jobs_for_tests.echo, kwargs=kwargs)
+    job = queue.fetch_job(job_id)
+
+    assert job.kwargs == kwargs
+    assert job.queue == "default"
     assert job.run_at == START
+    assert job.key is None
+    assert job.timeout is None
 
 
 def test_arguments_round_trip_as_json(queue):
@@ -215,11 +203,11 @@ def test_enqueue_call_rejects_non_dict_kwargs(queue):
     ("options", "message"),
     [
         ({"queue": ""}, "queue must be a non-empty string"),
-        ({"queue": None}, "queue must be a non-empty string"),
+        ({"queue": 5}, "queue must be a non-empty string"),
         ({"priority": 1.5}, "priority must be an integer"),
         ({"priority": True}, "priority must be an integer"),
         ({"delay": -1}, "delay must be zero or more seconds"),
-        ({"delay": math.inf}, "delay must be zero or more seconds"),
+        ({"delay": math.inf}, "delay must be a finite number of seconds"),
         ({"delay": "5"}, "delay must be a number of seconds"),
         ({"max_attempts": 0}, "max_attempts must be an integer of 1 or more"),
         ({"max_attempts": 2.0}, "max_attempts must be an integer of 1 or more"),
@@ -389,7 +377,7 @@ def test_failing_job_backoff_schedule(queue):
         error = _raised(job)
         retried = queue.fail(job, error, now=now)
 
-        assert retried.status == "queued"
+        assert retried.status == "scheduled"
         assert retried.run_at == now + expected_delay
         assert retried.lease_until is None
         assert retried.worker_id is None
@@ -475,18 +463,21 @@ def test_database_file_settings(queue, queue_path):
     assert columns == [
         "seq", "id", "queue", "func", "args", "kwargs", "status", "priority", "run_at",
         "attempts", "max_attempts", "lease_until", "worker_id", "result", "error",
-        "enqueued_at", "started_at", "ended_at",
+        "enqueued_at", "started_at", "ended_at", "timeout", "unique_key", "error_type",
+        "error_message",
     ]  # fmt: skip
-    assert "jobs_claim_order" in indexes
+    assert "jobs_ready" in indexes
     assert "jobs_lease_until" in indexes
+    assert "jobs_unique_key" in indexes
 
 
-def test_claim_query_uses_claim_index(queue):
-    sql, params = queue_module._claim_statement("worker-a", START, LEASE, None)
-    plan = queue._connection().execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+def test_claim_query_uses_ready_index(queue):
+    params = {"worker_id": "worker-a", "now": START, "lease_seconds": LEASE, "queue": "default"}
+    sql = f"EXPLAIN QUERY PLAN {queue_module.CLAIM_FROM_QUEUE_SQL}"
+    plan = queue._connection().execute(sql, params).fetchall()
 
     details = [row["detail"] for row in plan]
-    assert "SCAN jobs USING INDEX jobs_claim_order" in details
+    assert "SEARCH jobs USING INDEX jobs_ready (queue=?)" in details
 
 
 def test_busy_timeout_is_set(queue):

@@ -2,10 +2,9 @@
 
 import logging
 import os
+import re
 import signal
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -23,20 +22,10 @@ from promptgen.worker import (
 )
 
 from . import jobs_for_tests
+from .queue_support import REPOSITORY, FakeClock, FixedRandom, processes, start_worker  # noqa: F401 (processes is a fixture)
 from .support import Process, flask_command, wait_for
 
 START = 1_700_000_000.0
-REPOSITORY = Path(__file__).resolve().parents[1]
-
-
-class FakeClock:
-    """A clock that stays at `now` until a test moves it."""
-
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture
@@ -73,7 +62,7 @@ def test_burst_runs_ready_jobs_in_app_context(app, queue):
     assert queue.fetch_job(config_job).result == "from the app config"
     assert queue.fetch_job(add_job).result == 5
     assert queue.fetch_job(add_job).status == "finished"
-    assert queue.fetch_job(delayed_job).status == "queued"
+    assert queue.fetch_job(delayed_job).status == "scheduled"
 
 
 def test_worker_opens_queue_from_config(app, queue_path):
@@ -109,12 +98,12 @@ def test_failing_job_does_not_stop_worker(app, queue):
 
 def test_failing_job_is_retried_after_backoff(app, queue_path):
     clock = FakeClock(START)
-    queue = Queue(queue_path, lease_seconds=30, clock=clock)
+    queue = Queue(queue_path, lease_seconds=30, clock=clock, rng=FixedRandom(0.0))
     job_id = queue.enqueue(jobs_for_tests.raise_error, "boom")
 
     assert Worker(app, queue).work(burst=True) == 1
     retried = queue.fetch_job(job_id)
-    assert retried.status == "queued"
+    assert retried.status == "scheduled"
     assert retried.attempts == 1
     assert retried.run_at == START + 2
     assert "RuntimeError: boom" in retried.error
@@ -237,22 +226,28 @@ def worker_logs(caplog, monkeypatch):
     return caplog
 
 
-def test_worker_logs_start_jobs_and_stop(app, queue, worker_logs):
-    finished_job = queue.enqueue(jobs_for_tests.add, 1, 2)
+def test_worker_logs_start_jobs_and_stop(app, queue_path, worker_logs):
+    queue = Queue(queue_path, lease_seconds=30, rng=FixedRandom(0.0))
+    finished_job = queue.enqueue(jobs_for_tests.add, 1, 2, queue="urgent")
     failed_job = queue.enqueue_call(jobs_for_tests.raise_error, ("boom",), max_attempts=2)
-    worker = Worker(app, queue, worker_id="test-worker")
+    worker = Worker(
+        app, queue, worker_id="test-worker", default_timeout=120, grace_seconds=5, rng=FixedRandom(0.0)
+    )
 
     worker.work(burst=True)
 
     messages = [record.getMessage() for record in worker_logs.records]
     assert messages[0] == (
-        f"worker test-worker started: pid {os.getpid()}, queue {queue.path}, lease 30 s,"
-        " burst mode"
+        f"worker test-worker started: pid {os.getpid()}, queue file {queue.path},"
+        " queues critical:10, urgent:5, default:1, lease 30 s, default timeout 120 s,"
+        " shutdown grace 5 s, timeouts on, burst mode"
     )
-    assert messages[1].startswith(f"job {finished_job} tests.jobs_for_tests:add finished in ")
-    assert messages[1].endswith(" ms")
-    assert messages[2].startswith(f"job {failed_job} tests.jobs_for_tests:raise_error failed in ")
-    assert messages[2].endswith(" ms (attempt 1 of 2), retry in 2 s")
+    finished = messages[1]
+    assert finished.startswith(f"job {finished_job} tests.jobs_for_tests:add queue urgent waited ")
+    assert re.search(r" waited \d+ ms, ran \d+ ms: finished$", finished), finished
+    failed = messages[2]
+    assert failed.startswith(f"job {failed_job} tests.jobs_for_tests:raise_error queue default ")
+    assert re.search(r"ms: failed \(attempt 1 of 2\), retry in [12](\.\d+)? s$", failed), failed
     assert messages[3] == "worker test-worker stopped (no job ready) after 2 jobs"
     assert len(messages) == 4
     assert "RuntimeError: boom" in worker_logs.records[2].exc_text
@@ -282,25 +277,6 @@ def test_worker_id_names_host_and_pid():
 
 
 # Tests with real worker processes started as `python -m tests.queue_app`.
-
-
-def start_worker(name, queue_path, log_dir, *options):
-    """Start a worker process on queue_path; the caller stops it."""
-    return Process(
-        name,
-        [sys.executable, "-m", "tests.queue_app", str(queue_path), *options],
-        env={"PYTHONPATH": str(REPOSITORY)},
-        log_dir=log_dir,
-    )
-
-
-@pytest.fixture
-def processes():
-    """Collect worker processes and stop each one, by its own pid, after the test."""
-    started = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def test_worker_processes_run_each_job_once(queue, queue_path, tmp_path, processes):

@@ -1,24 +1,70 @@
-"""Command-line entry points: `flask --app promptgen worker` and `replicate-sim`."""
+"""Command-line entry points: `flask --app promptgen worker`, `queue` and `replicate-sim`."""
+
+import sys
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
 
 def register(app):
+    from .queue_cli import queue_group
+
     app.cli.add_command(worker_command)
+    app.cli.add_command(queue_group)
     app.cli.add_command(simulator_command)
 
 
 @click.command("worker")
+@click.option(
+    "--queues",
+    help="Comma-separated queue names to take jobs from, such as urgent,default."
+    "  [default: every queue in QUEUE_PRIORITIES]",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of worker processes, each running one job at a time. With 1 the jobs"
+    " run in this process.",
+)
 @click.option("--burst", is_flag=True, help="Exit once no job is ready instead of waiting.")
-def worker_command(burst):
-    """Run queued jobs until SIGINT or SIGTERM."""
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    help="Seconds a stop signal waits for running jobs before releasing them."
+    "  [default: QUEUE_SHUTDOWN_GRACE_SECONDS]",
+)
+@with_appcontext
+def worker_command(queues, concurrency, burst, grace):
+    """Run queued jobs until SIGINT or SIGTERM, or until none is ready with --burst."""
     from .extensions import begin_immediate
-    from .worker import Worker
+    from .queue_priorities import parse_queue_names
+    from .worker import DEFAULT_SHUTDOWN_GRACE_SECONDS, Worker
+    from .worker_pool import WorkerPool
+
+    app = current_app._get_current_object()
+    try:
+        names = None if queues is None else parse_queue_names(queues)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--queues") from None
 
     # Jobs write what they read, so their transactions take the write lock up front.
+    # Forked worker processes inherit this setting from the main thread's context.
     begin_immediate.set(True)
-    Worker(current_app._get_current_object()).work(burst=burst)
+
+    def make_worker(slot=0):
+        return Worker(app, queues=names, grace_seconds=grace)
+
+    if concurrency == 1:
+        make_worker().work(burst=burst)
+        return
+
+    if grace is None:
+        grace = float(app.config.get("QUEUE_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS))
+    pool = WorkerPool(make_worker, concurrency, burst=burst, grace_seconds=grace)
+    sys.exit(pool.run())
 
 
 @click.command("replicate-sim")

@@ -16,6 +16,7 @@ ENVIRONMENT_KEYS = (
     "PUBLIC_URL",
     "PORT",
     "SIMULATOR_PORT",
+    "REPLICATE_WEBHOOKS",
 )
 
 REPLICATE_API_URL = "https://api.replicate.com"
@@ -33,14 +34,58 @@ DEFAULTS = {
     "IMAGE_MAX_SIDE": 768,
     #: Largest output image the store job downloads, in bytes.
     "OUTPUT_MAX_BYTES": 20 * 1024 * 1024,
-    #: Connect and read timeout for output downloads, in seconds.
+    #: Read timeout of output downloads, in seconds.
     "OUTPUT_TIMEOUT": 30.0,
+    #: Connect timeout and total time limit of one output download, in seconds.
+    "OUTPUT_CONNECT_TIMEOUT": 10.0,
+    "OUTPUT_DEADLINE": 120.0,
     #: Hosts that Replicate serves prediction outputs from; subdomains count too.
     "REPLICATE_OUTPUT_HOSTS": ("replicate.delivery",),
     #: Webhooks whose timestamp is further from now than this, in seconds, are rejected.
     "WEBHOOK_TOLERANCE": 300,
     #: Seconds between the requests a pending prediction's placeholder sends for its next state.
     "POLL_INTERVAL": 2,
+    #: Job queue weights: a worker takes from a queue with probability weight / total
+    #: weight of the queues that have ready jobs (see promptgen.queue_priorities).
+    "QUEUE_PRIORITIES": {"critical": 10, "urgent": 5, "default": 1},
+    #: Seconds a job's claim lasts; the worker renews it three times per period.
+    "QUEUE_LEASE_SECONDS": 60.0,
+    #: Seconds a job may run when it was enqueued without timeout=.
+    "QUEUE_DEFAULT_TIMEOUT": 600.0,
+    #: Seconds SIGTERM or SIGINT waits for running jobs before releasing them.
+    "QUEUE_SHUTDOWN_GRACE_SECONDS": 30.0,
+    #: PRAGMA synchronous of the queue file: "NORMAL", or "FULL" to fsync every commit.
+    "QUEUE_SYNCHRONOUS": "NORMAL",
+    #: How long ended jobs stay in the queue file before the prune job deletes them.
+    "QUEUE_KEEP_FINISHED_SECONDS": 24 * 3600,
+    "QUEUE_KEEP_FAILED_SECONDS": 7 * 24 * 3600,
+    #: Jobs that one worker at a time enqueues at fixed intervals (see promptgen.scheduler).
+    "PERIODIC_JOBS": [
+        {"func": "promptgen.queue_admin:prune_jobs", "interval": 3600},
+    ],
+    #: "off" for a machine that Replicate cannot reach: the worker polls each prediction.
+    "REPLICATE_WEBHOOKS": "on",
+    #: Seconds between two polls of one prediction when webhooks are off.
+    "REPLICATE_POLL_SECONDS": 2.0,
+    #: Read timeout and connect timeout of Replicate API requests, in seconds.
+    "REPLICATE_TIMEOUT": 30.0,
+    "REPLICATE_CONNECT_TIMEOUT": 5.0,
+    #: Create attempts per prediction before it fails, counting throttled ones.
+    "CREATE_MAX_ATTEMPTS": 6,
+    #: Delay before the second attempt of a create or download, in seconds; it doubles per attempt.
+    "RETRY_BASE_SECONDS": 2.0,
+    "RETRY_MAX_SECONDS": 300.0,
+    #: Pages of GET /v1/predictions searched for a create whose response was lost.
+    "LOST_CREATE_PAGES": 3,
+    #: Download attempts per output before the row shows a failed download.
+    "DOWNLOAD_MAX_ATTEMPTS": 3,
+    #: Largest output image the store job decodes, in pixels (width times height).
+    "OUTPUT_MAX_PIXELS": 4096 * 4096,
+    #: Replicate deletes outputs of API predictions one hour after they are created.
+    "OUTPUT_LIFETIME": 3600,
+    #: Pending predictions that have not changed for this many seconds are checked by
+    #: reconcile_predictions, which asks Replicate about them.
+    "RECONCILE_AFTER": 120,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_SAMESITE": "Lax",

@@ -1,72 +1,113 @@
-"""SQLite job queue with leases, retries and an RQ-like API.
+"""SQLite job queue with named queues, delays, leases, retries and unique keys.
 
 Jobs live in their own SQLite database file in WAL mode, apart from the app's
 database, so workers polling the queue never lock the tables that web requests use.
 
 Enqueue:
 
-    enqueue(func, *args, **kwargs) -> job id
-        Passes every positional and keyword argument to the job. Inside a Flask app
-        context it uses the queue file at ``current_app.config["QUEUE_DATABASE"]``.
-    enqueue_call(func, args=(), kwargs=None, *, queue="default", priority=0,
-                 delay=0, max_attempts=None) -> job id
-        Sets the job options as well. They are separate from ``enqueue`` so that no
-        option name can clash with a keyword argument of the job.
+    enqueue(func, *args, queue=None, at=None, delay=None, retries=None,
+            timeout=None, key=None, **kwargs) -> job id
+        Passes every other positional and keyword argument to the job. The six
+        names above are job options, so a job cannot receive a keyword argument of
+        one of those names through ``enqueue``. Use ``enqueue_call`` for such a job.
+        Inside a Flask app context it uses ``current_app.config["QUEUE_DATABASE"]``.
+    enqueue_call(func, args=(), kwargs=None, *, queue=None, priority=0, at=None,
+                 delay=None, retries=None, max_attempts=None, timeout=None,
+                 key=None) -> job id
+        Takes the job's arguments as a tuple and a dict, so no option name can clash
+        with them.
 
-``Queue(path)`` has the same two methods for use without an app context.
+Options:
+
+    queue      queue name, "default" unless given. Workers weight queues by the
+               QUEUE_PRIORITIES setting (see promptgen.queue_priorities).
+    at         when the job may start: epoch seconds or a timezone-aware datetime.
+    delay      seconds (or a timedelta) from now until the job may start. Give at
+               most one of at and delay. A job that waits has status "scheduled".
+    retries    how many times a failing job runs again, so it makes retries + 1
+               attempts. max_attempts in enqueue_call sets the total directly.
+               DEFAULT_MAX_ATTEMPTS when neither is given.
+    timeout    seconds a single attempt may run before the worker stops it. None
+               uses the worker's default (QUEUE_DEFAULT_TIMEOUT).
+    key        unique key. While a job with this key is queued, scheduled or
+               started, enqueueing another returns the existing job's id instead.
+
+``Queue(path)`` has the same methods for use without an app context.
 ``func`` is a module-level function, stored as "module:qualname", or such a string.
 Arguments are stored as JSON, so a job receives lists where it was given tuples.
 
+Statuses, named as RQ names them: queued (ready to run), scheduled (waiting for its
+run_at, after a delay or before a retry), started, finished, failed, canceled.
+
 Claim and lease:
 
-``Queue.claim(worker_id)`` returns the next ready job as a ``Job``, or None when no
-job is ready, which means the queue is empty or every job waits for its run_at or has
-an unexpired lease. A job is ready when it is queued with run_at <= now, or started
-with lease_until <= now. Jobs are claimed by priority (highest first), then run_at,
-then enqueue order.
+``Queue.claim(worker_id, queues=[...])`` tries the named queues in the order given and
+returns the first ready job as a ``Job``, or None. Within a queue, jobs are claimed by
+priority (highest first), then run_at, then enqueue order. One ``UPDATE ... RETURNING``
+inside ``BEGIN IMMEDIATE`` marks the job started, counts the attempt and sets the lease,
+so a job is leased to at most one worker at a time. The worker renews the lease while
+the job runs. If a worker dies, its job is queued again once the lease expires, or
+marked failed with a "worker died" error when that was its last allowed attempt.
+Delivery is therefore at least once, because a job whose worker died part-way runs
+again from the start. A finished job is never claimed again.
 
-The claim is atomic. One ``UPDATE ... RETURNING`` statement inside ``BEGIN IMMEDIATE``
-marks the job started, counts the attempt and sets the lease, so a job is leased to at
-most one worker at a time. The worker renews the lease with ``extend_lease`` while the
-job runs. If a worker dies, its job is claimed again once the lease expires. When that
-happens after the last allowed attempt, the job is marked failed with a "worker died"
-error instead. Delivery is therefore at least once, because a job whose worker died
-part-way runs again from the start.
-
-Retries: a job that raises is queued again RETRY_BACKOFF_BASE_SECONDS later, doubling
-with each attempt up to RETRY_BACKOFF_MAX_SECONDS, until it has made max_attempts
-attempts (DEFAULT_MAX_ATTEMPTS unless set). Then it stays failed with its traceback.
+Retries: a job that raises is scheduled again after ``retry_delay(attempts)`` seconds:
+RETRY_BACKOFF_BASE_SECONDS doubling with each attempt, plus up to RETRY_JITTER of
+random jitter, at most RETRY_BACKOFF_MAX_SECONDS. After its last attempt it stays
+failed with the exception type, message and traceback.
 
 Times are seconds since the epoch from the queue's clock (``time.time`` unless
 another is given). Every method that reads the clock also takes ``now=``.
 """
 
-import importlib
+import datetime
 import json
 import logging
 import math
 import os
+import random
 import sqlite3
 import threading
 import time
-import traceback
-import uuid
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from flask import current_app
+
+from .queue_encoding import encode_arguments, format_error, function_path, resolve_function
+from .queue_schema import (
+    BUSY_TIMEOUT_SECONDS,
+    SCHEMA_VERSION,
+    create_schema,
+    immediate_transaction,
+    open_connection,
+)
+
+__all__ = [
+    "BUSY_TIMEOUT_SECONDS",
+    "SCHEMA_VERSION",
+    "Job",
+    "Queue",
+    "enqueue",
+    "enqueue_call",
+    "fetch_job",
+    "get_queue",
+    "retry_delay",
+]
 
 logger = logging.getLogger(__name__)
 
 QUEUED = "queued"
+SCHEDULED = "scheduled"
 STARTED = "started"
 FINISHED = "finished"
 FAILED = "failed"
-#: Reserved for later use. Delayed jobs stay queued with a future run_at.
-SCHEDULED = "scheduled"
-#: Reserved for later use.
 CANCELED = "canceled"
+
+WAITING_STATUSES = (QUEUED, SCHEDULED)
+ENDED_STATUSES = (FINISHED, FAILED, CANCELED)
+
+#: Keyword arguments of ``enqueue`` that set job options instead of reaching the job.
+RESERVED_OPTIONS = ("queue", "at", "delay", "retries", "timeout", "key")
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 3
@@ -74,56 +115,23 @@ DEFAULT_LEASE_SECONDS = 60.0
 
 RETRY_BACKOFF_BASE_SECONDS = 2.0
 RETRY_BACKOFF_MAX_SECONDS = 600.0
+#: A retry waits up to this fraction longer than the doubled delay, at random, so
+#: jobs that failed together do not all retry at the same moment.
+RETRY_JITTER = 0.5
 
-#: How long a connection waits for another process's write lock before failing.
-BUSY_TIMEOUT_SECONDS = 10.0
+#: Maximum time between two checks for expired leases by one Queue object.
+LEASE_SWEEP_INTERVAL_SECONDS = 1.0
 
-#: Stored in PRAGMA user_version. Raise it with every change to SCHEMA.
-SCHEMA_VERSION = 1
-
-SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS jobs (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        queue TEXT NOT NULL,
-        func TEXT NOT NULL,
-        args TEXT NOT NULL,
-        kwargs TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN
-            ('queued', 'scheduled', 'started', 'finished', 'failed', 'canceled')),
-        priority INTEGER NOT NULL,
-        run_at REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
-        lease_until REAL,
-        worker_id TEXT,
-        result TEXT,
-        error TEXT,
-        enqueued_at REAL NOT NULL,
-        started_at REAL,
-        ended_at REAL
-    )
-    """,
-    # The claim query scans this index in order and stops at the first ready job.
-    """
-    CREATE INDEX IF NOT EXISTS jobs_claim_order
-    ON jobs (priority DESC, run_at, seq)
-    WHERE status IN ('queued', 'started')
-    """,
-    """
-    CREATE INDEX IF NOT EXISTS jobs_lease_until
-    ON jobs (lease_until)
-    WHERE status = 'started'
-    """,
-)
+#: Error type stored for a job whose worker stopped renewing its lease.
+WORKER_DIED = "WorkerDied"
 
 JOB_COLUMNS = (
     "id, queue, func, args, kwargs, status, priority, run_at, attempts, max_attempts,"
-    " lease_until, worker_id, result, error, enqueued_at, started_at, ended_at"
+    " lease_until, worker_id, result, error, enqueued_at, started_at, ended_at,"
+    " timeout, unique_key, error_type, error_message, seq"
 )
 
-CLAIM_SQL = f"""
+CLAIM_FROM_QUEUE_SQL = f"""
     UPDATE jobs
     SET status = 'started',
         attempts = attempts + 1,
@@ -132,31 +140,51 @@ CLAIM_SQL = f"""
         started_at = :now
     WHERE seq = (
         SELECT seq FROM jobs
-        WHERE status IN ('queued', 'started')
-          AND ((status = 'queued' AND run_at <= :now)
-               OR (status = 'started' AND lease_until <= :now))
-          {{queue_filter}}
+        WHERE queue = :queue AND status IN ('queued', 'scheduled') AND run_at <= :now
         ORDER BY priority DESC, run_at, seq
         LIMIT 1
     )
     RETURNING {JOB_COLUMNS}
 """
 
-FAIL_ABANDONED_SQL = """
-    UPDATE jobs
-    SET status = 'failed',
-        ended_at = :now,
-        lease_until = NULL,
+# Without a queue filter SQLite sorts every ready job, so workers always name queues.
+CLAIM_FROM_ANY_QUEUE_SQL = CLAIM_FROM_QUEUE_SQL.replace("queue = :queue AND ", "")
+
+#: Error columns of a job whose worker stopped renewing its lease. SQLite evaluates
+#: every SET expression with the row's old values, so worker_id is the dead worker's.
+ABANDONED_ERROR_ASSIGNMENTS = f"""
+        error_type = '{WORKER_DIED}',
+        error_message = printf(
+            'worker %s stopped renewing its lease during attempt %d of %d',
+            worker_id, attempts, max_attempts),
         error = printf(
             'worker died: worker %s stopped renewing its lease during attempt %d of %d',
             worker_id, attempts, max_attempts)
+"""
+
+FAIL_ABANDONED_SQL = f"""
+    UPDATE jobs
+    SET status = 'failed', ended_at = :now, lease_until = NULL, {ABANDONED_ERROR_ASSIGNMENTS}
     WHERE status = 'started' AND lease_until <= :now AND attempts >= max_attempts
     RETURNING id, func, worker_id, attempts, max_attempts
 """
 
+REQUEUE_ABANDONED_SQL = f"""
+    UPDATE jobs
+    SET status = 'queued', lease_until = NULL, worker_id = NULL, {ABANDONED_ERROR_ASSIGNMENTS}
+    WHERE status = 'started' AND lease_until <= :now
+    RETURNING id, func, error_message
+"""
+
+INSERT_JOB_SQL = (
+    "INSERT INTO jobs (id, queue, func, args, kwargs, status, priority, run_at,"
+    " max_attempts, enqueued_at, timeout, unique_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 #: Matches only while the job is still leased under the claim that returned the Job object.
 OWNER_FILTER = (
-    "id = :id AND status = 'started' AND worker_id = :worker_id AND attempts = :attempts"
+    "seq = :seq AND id = :id AND status = 'started' AND worker_id = :worker_id"
+    " AND attempts = :attempts"
 )
 
 # Connections inherited through fork are never used or closed in the child, because
@@ -187,16 +215,36 @@ class Job:
     enqueued_at: float
     started_at: float | None
     ended_at: float | None
+    timeout: float | None = None
+    key: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    #: The row's integer primary key, which locates it faster than id.
+    seq: int | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_row(cls, row):
-        """Build a Job from a row selected with JOB_COLUMNS."""
-        values = dict(row)
-        values["args"] = json.loads(values["args"])
-        values["kwargs"] = json.loads(values["kwargs"])
-        if values["result"] is not None:
-            values["result"] = json.loads(values["result"])
-        return cls(**values)
+        """Build a Job from a row selected with JOB_COLUMNS, whose order matches the fields."""
+        values = list(row)
+        values[3] = json.loads(values[3])
+        values[4] = json.loads(values[4])
+        if values[12] is not None:
+            values[12] = json.loads(values[12])
+        return cls(*values)
+
+    @property
+    def wait_seconds(self):
+        """Time from when the job could start to when its latest attempt started, or None."""
+        if self.started_at is None:
+            return None
+        return max(0.0, self.started_at - self.run_at)
+
+    @property
+    def duration_seconds(self):
+        """Run time of the latest attempt once the job has ended, or None."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
 
     def perform(self):
         """Import the job function and call it with the stored arguments."""
@@ -204,9 +252,21 @@ class Job:
 
 
 class Queue:
-    """A job queue stored in the SQLite file at path, with one connection per thread."""
+    """A job queue stored in the SQLite file at path, with one connection per thread.
 
-    def __init__(self, path, *, lease_seconds=DEFAULT_LEASE_SECONDS, clock=time.time):
+    synchronous is the PRAGMA synchronous setting, "NORMAL" or "FULL" (see
+    queue_schema.SYNCHRONOUS_MODES). rng supplies the retry jitter.
+    """
+
+    def __init__(
+        self,
+        path,
+        *,
+        lease_seconds=DEFAULT_LEASE_SECONDS,
+        clock=time.time,
+        synchronous="NORMAL",
+        rng=None,
+    ):
         lease_seconds = float(lease_seconds)
         if not lease_seconds > 0:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
@@ -214,8 +274,11 @@ class Queue:
         self.path = os.fspath(path)
         self.lease_seconds = lease_seconds
         self.clock = clock
+        self.synchronous = synchronous
+        self.rng = rng if rng is not None else random.Random()
         self._local = threading.local()
         self._schema_ready_pid = None
+        self._next_sweep_at = -math.inf
 
         # Opening now reports a bad path or an unsupported file at start-up.
         self._connection()
@@ -223,9 +286,34 @@ class Queue:
     def __repr__(self):
         return f"Queue({self.path!r})"
 
-    def enqueue(self, func, *args, **kwargs):
-        """Add a job that calls func(*args, **kwargs) with default options, and return its id."""
-        return self.enqueue_call(func, args, kwargs)
+    def enqueue(
+        self,
+        func,
+        *args,
+        queue=None,
+        at=None,
+        delay=None,
+        retries=None,
+        timeout=None,
+        key=None,
+        **kwargs,
+    ):
+        """Add a job that calls func(*args, **kwargs), and return its id.
+
+        queue, at, delay, retries, timeout and key are job options, described in the
+        module docstring.
+        """
+        return self.enqueue_call(
+            func,
+            args,
+            kwargs,
+            queue=queue,
+            at=at,
+            delay=delay,
+            retries=retries,
+            timeout=timeout,
+            key=key,
+        )
 
     def enqueue_call(
         self,
@@ -233,40 +321,66 @@ class Queue:
         args=(),
         kwargs=None,
         *,
-        queue=DEFAULT_QUEUE,
+        queue=None,
         priority=0,
-        delay=0,
+        at=None,
+        delay=None,
+        retries=None,
         max_attempts=None,
+        timeout=None,
+        key=None,
         now=None,
     ):
-        """Add a job that calls func(*args, **kwargs) after delay seconds, and return its id.
+        """Add a job that calls func(*args, **kwargs) with the given options, and return its id.
 
-        Raises ValueError for a func that workers cannot import or an invalid option,
-        and TypeError for arguments that are not JSON data.
+        With a key that a queued, scheduled or started job already has, adds nothing and
+        returns that job's id. Raises ValueError for a func that workers cannot import or
+        an invalid option, and TypeError for arguments that are not JSON data.
         """
         func_path = function_path(func)
         args_json, kwargs_json = encode_arguments(args, kwargs or {})
-        _validate_options(queue, priority, delay, max_attempts)
-
         now = self._now(now)
-        job_id = uuid.uuid4().hex
+        options = job_options(
+            now,
+            queue=queue,
+            priority=priority,
+            at=at,
+            delay=delay,
+            retries=retries,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            key=key,
+        )
+
+        job_id = new_job_id()
+        status = SCHEDULED if options["run_at"] > now else QUEUED
+        values = (
+            job_id,
+            options["queue"],
+            func_path,
+            args_json,
+            kwargs_json,
+            status,
+            options["priority"],
+            options["run_at"],
+            options["max_attempts"],
+            now,
+            options["timeout"],
+            key,
+        )
+
+        if key is None:
+            # A single statement outside a transaction is its own write transaction,
+            # which saves the round trips of BEGIN and COMMIT.
+            self._connection().execute(INSERT_JOB_SQL, values)
+            return job_id
+
         with self._transaction() as connection:
-            connection.execute(
-                "INSERT INTO jobs (id, queue, func, args, kwargs, status, priority,"
-                " run_at, max_attempts, enqueued_at)"
-                " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (
-                    job_id,
-                    queue,
-                    func_path,
-                    args_json,
-                    kwargs_json,
-                    priority,
-                    now + delay,
-                    DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts,
-                    now,
-                ),
-            )
+            existing = _active_job_with_key(connection, key)
+            if existing is not None:
+                logger.debug("job %s with key %r is already waiting or running", existing, key)
+                return existing
+            connection.execute(INSERT_JOB_SQL, values)
         return job_id
 
     def fetch_job(self, job_id):
@@ -281,28 +395,14 @@ class Queue:
     def claim(self, worker_id, now=None, *, queues=None):
         """Lease the next ready job to worker_id and return it, or return None if none is ready.
 
-        queues limits the claim to jobs in those queue names. None means any queue.
+        queues lists queue names to try in that order. None means any queue, which
+        sorts every ready job and suits small queues only.
         """
         now = self._now(now)
-        sql, params = _claim_statement(worker_id, now, self.lease_seconds, queues)
-
+        names = _queue_names(queues)
         with self._transaction() as connection:
-            self._fail_abandoned(connection, now)
-            rows = connection.execute(sql, params).fetchall()
-        return Job.from_row(rows[0]) if rows else None
-
-    def extend_lease(self, job, now=None):
-        """Renew the lease of a claimed job and return True.
-
-        Returns False and changes nothing if the job is no longer leased under this claim.
-        """
-        now = self._now(now)
-        with self._transaction() as connection:
-            cursor = connection.execute(
-                f"UPDATE jobs SET lease_until = :lease_until WHERE {OWNER_FILTER}",
-                {**_owner(job), "lease_until": now + self.lease_seconds},
-            )
-        return cursor.rowcount == 1
+            row = self._claim_in_transaction(connection, worker_id, now, names)
+        return None if row is None else Job.from_row(row)
 
     def finish(self, job, result=None, now=None):
         """Mark a claimed job finished with its result, and return True.
@@ -310,46 +410,148 @@ class Queue:
         Returns False and changes nothing if the job is no longer leased under this claim.
         A result that is not JSON data is stored as its repr() string.
         """
+        stored, _ = self.finish_and_claim(job, result, now=now)
+        return stored
+
+    def finish_and_claim(self, job, result=None, *, worker_id=None, queues=None, now=None):
+        """Mark a claimed job finished, then claim the next job, in one transaction.
+
+        Returns (stored, next job or None), where stored is False if the job was no
+        longer leased under this claim. No next job is claimed unless worker_id is
+        given. One commit for both halves is what lets a worker drain about as fast
+        as a bare claim.
+        """
         now = self._now(now)
+        names = _queue_names(queues) if worker_id is not None else None
+        params = {**_owner(job), "result": _encode_result(job, result), "now": now}
+
         with self._transaction() as connection:
             cursor = connection.execute(
                 "UPDATE jobs SET status = 'finished', result = :result, ended_at = :now,"
                 f" lease_until = NULL WHERE {OWNER_FILTER}",
-                {**_owner(job), "result": _encode_result(job, result), "now": now},
+                params,
             )
-        return cursor.rowcount == 1
+            row = None
+            if worker_id is not None:
+                row = self._claim_in_transaction(connection, worker_id, now, names)
+        return cursor.rowcount == 1, None if row is None else Job.from_row(row)
 
     def fail(self, job, error, now=None):
         """Record a failed attempt of a claimed job and return the updated Job.
 
         error is an exception, a sys.exc_info() tuple or a text, and is stored as
-        traceback text. The job is queued again after retry_delay(attempts) seconds
-        unless it has used max_attempts, in which case it is marked failed. Returns None
-        and changes nothing if the job is no longer leased under this claim.
+        traceback text, with the exception's type and message. The job is scheduled
+        again after retry_delay(attempts) seconds unless it has used max_attempts, in
+        which case it is marked failed. Returns None and changes nothing if the job is
+        no longer leased under this claim.
         """
         now = self._now(now)
         error_text = format_error(error)
+        error_type, error_message = error_summary(error)
 
         if job.attempts < job.max_attempts:
             assignments = (
-                "status = 'queued', run_at = :run_at, lease_until = NULL, worker_id = NULL"
+                "status = 'scheduled', run_at = :run_at, lease_until = NULL, worker_id = NULL"
             )
         else:
             assignments = "status = 'failed', ended_at = :now, lease_until = NULL"
         params = {
             **_owner(job),
             "error": error_text,
+            "error_type": error_type,
+            "error_message": error_message,
             "now": now,
-            "run_at": now + retry_delay(job.attempts),
+            "run_at": now + retry_delay(job.attempts, self.rng.random()),
         }
 
         with self._transaction() as connection:
             rows = connection.execute(
-                f"UPDATE jobs SET {assignments}, error = :error WHERE {OWNER_FILTER}"
+                f"UPDATE jobs SET {assignments}, error = :error, error_type = :error_type,"
+                f" error_message = :error_message WHERE {OWNER_FILTER}"
                 f" RETURNING {JOB_COLUMNS}",
                 params,
             ).fetchall()
         return Job.from_row(rows[0]) if rows else None
+
+    def release(self, job):
+        """Queue a claimed job again without counting its attempt, and return True.
+
+        A worker that shuts down releases the job it could not finish. Returns False
+        if the job is no longer leased under this claim.
+        """
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "UPDATE jobs SET status = 'queued', attempts = attempts - 1,"
+                f" lease_until = NULL, worker_id = NULL, started_at = NULL WHERE {OWNER_FILTER}",
+                _owner(job),
+            )
+        return cursor.rowcount == 1
+
+    def extend_lease(self, job, now=None):
+        """Renew the lease of a claimed job and return True.
+
+        Returns False and changes nothing if the job is no longer leased under this claim.
+        """
+        now = self._now(now)
+        lease_until = now + self.lease_seconds
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                f"UPDATE jobs SET lease_until = :lease_until WHERE {OWNER_FILTER}",
+                {**_owner(job), "lease_until": lease_until},
+            )
+        self._next_sweep_at = min(self._next_sweep_at, lease_until)
+        return cursor.rowcount == 1
+
+    def cancel(self, job_id, now=None):
+        """Mark a queued or scheduled job canceled and return True, or return False.
+
+        A started job cannot be canceled, because the worker running it cannot be
+        interrupted from here.
+        """
+        now = self._now(now)
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "UPDATE jobs SET status = 'canceled', ended_at = :now"
+                " WHERE id = :id AND status IN ('queued', 'scheduled')",
+                {"id": job_id, "now": now},
+            )
+        return cursor.rowcount == 1
+
+    def requeue(self, job_id, now=None):
+        """Queue a failed or canceled job again with fresh attempts, and return True.
+
+        Returns False if the job does not exist or is in another status. Raises
+        ValueError if another job with the same key is waiting or running.
+        """
+        now = self._now(now)
+        try:
+            with self._transaction() as connection:
+                cursor = connection.execute(
+                    f"UPDATE jobs SET {REQUEUE_ASSIGNMENTS}"
+                    " WHERE id = :id AND status IN ('failed', 'canceled')",
+                    {"id": job_id, "now": now},
+                )
+        except sqlite3.IntegrityError:
+            raise ValueError(
+                f"job {job_id} was not queued again, because another job with its key"
+                " is waiting or running"
+            ) from None
+        return cursor.rowcount == 1
+
+    def requeue_failed(self, now=None, *, queue=None):
+        """Queue every failed job again, or those of one queue, and return how many.
+
+        A failed job whose key another waiting or running job has stays failed.
+        """
+        now = self._now(now)
+        queue_filter = "" if queue is None else " AND queue = :queue"
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                f"UPDATE OR IGNORE jobs SET {REQUEUE_ASSIGNMENTS}"
+                f" WHERE status = 'failed'{queue_filter}",
+                {"now": now, "queue": queue},
+            )
+        return cursor.rowcount
 
     def counts(self):
         """Return the number of jobs in each status that has any."""
@@ -366,6 +568,14 @@ class Queue:
         self._local.connection = None
         self._local.pid = None
 
+    def transaction(self):
+        """Return a context manager that runs its block in a BEGIN IMMEDIATE transaction."""
+        return immediate_transaction(self._connection())
+
+    def read(self, sql, params=()):
+        """Run a read-only statement on this thread's connection and return all rows."""
+        return self._connection().execute(sql, params).fetchall()
+
     def _now(self, now):
         return self.clock() if now is None else now
 
@@ -380,7 +590,7 @@ class Queue:
             _inherited_connections.append(local.connection)
             local.connection = None
 
-        connection = open_connection(self.path)
+        connection = open_connection(self.path, self.synchronous)
         if self._schema_ready_pid != pid:
             try:
                 create_schema(connection, self.path)
@@ -393,15 +603,35 @@ class Queue:
         local.pid = pid
         return connection
 
-    @contextmanager
     def _transaction(self):
-        """Run the block in a BEGIN IMMEDIATE transaction, which takes the write lock first."""
-        connection = self._connection()
-        with _immediate_transaction(connection):
-            yield connection
+        return immediate_transaction(self._connection())
 
-    def _fail_abandoned(self, connection, now):
-        """Mark failed the expired jobs that have no attempts left."""
+    def _claim_in_transaction(self, connection, worker_id, now, names):
+        """Sweep expired leases if due, then claim from the first queue with a ready job.
+
+        Returns the claimed row, which the caller decodes after the commit so that the
+        write lock is held as briefly as possible.
+        """
+        if now >= self._next_sweep_at:
+            self._sweep_expired_leases(connection, now)
+
+        params = {"worker_id": worker_id, "now": now, "lease_seconds": self.lease_seconds}
+        if names is None:
+            rows = connection.execute(CLAIM_FROM_ANY_QUEUE_SQL, params).fetchall()
+        else:
+            rows = []
+            for name in names:
+                rows = connection.execute(CLAIM_FROM_QUEUE_SQL, {**params, "queue": name}).fetchall()
+                if rows:
+                    break
+
+        if not rows:
+            return None
+        self._next_sweep_at = min(self._next_sweep_at, now + self.lease_seconds)
+        return rows[0]
+
+    def _sweep_expired_leases(self, connection, now):
+        """Fail or queue again the started jobs whose lease has expired."""
         for row in connection.execute(FAIL_ABANDONED_SQL, {"now": now}).fetchall():
             logger.warning(
                 "job %s %s failed: worker %s stopped renewing its lease during attempt"
@@ -412,41 +642,66 @@ class Queue:
                 row["attempts"],
                 row["max_attempts"],
             )
+        for row in connection.execute(REQUEUE_ABANDONED_SQL, {"now": now}).fetchall():
+            logger.warning(
+                "job %s %s queued again: %s", row["id"], row["func"], row["error_message"]
+            )
+
+        earliest = connection.execute(
+            "SELECT min(lease_until) FROM jobs WHERE status = 'started'"
+        ).fetchone()[0]
+        next_sweep = now + LEASE_SWEEP_INTERVAL_SECONDS
+        self._next_sweep_at = next_sweep if earliest is None else min(earliest, next_sweep)
 
 
-def enqueue(func, *args, **kwargs):
-    """Add a job to the current app's queue with default options, and return its id."""
-    return get_queue().enqueue(func, *args, **kwargs)
+REQUEUE_ASSIGNMENTS = (
+    "status = 'queued', attempts = 0, run_at = :now, lease_until = NULL, worker_id = NULL,"
+    " result = NULL, error = NULL, error_type = NULL, error_message = NULL,"
+    " started_at = NULL, ended_at = NULL"
+)
 
 
-def enqueue_call(
-    func,
-    args=(),
-    kwargs=None,
-    *,
-    queue=DEFAULT_QUEUE,
-    priority=0,
-    delay=0,
-    max_attempts=None,
-):
-    """Add a job to the current app's queue with the given options, and return its id."""
-    return get_queue().enqueue_call(
+def enqueue(func, *args, queue=None, at=None, delay=None, retries=None, timeout=None, key=None, **kwargs):
+    """Add a job to the current app's queue, and return its id. See Queue.enqueue."""
+    return get_queue().enqueue(
         func,
-        args,
-        kwargs,
+        *args,
         queue=queue,
-        priority=priority,
+        at=at,
         delay=delay,
-        max_attempts=max_attempts,
+        retries=retries,
+        timeout=timeout,
+        key=key,
+        **kwargs,
     )
+
+
+def enqueue_call(func, args=(), kwargs=None, **options):
+    """Add a job to the current app's queue with the given options, and return its id."""
+    return get_queue().enqueue_call(func, args, kwargs, **options)
+
+
+def fetch_job(job_id):
+    """Return the job with this id from the current app's queue, or None."""
+    return get_queue().fetch_job(job_id)
 
 
 def get_queue():
     """Return the Queue for current_app.config["QUEUE_DATABASE"], one per path per process."""
-    path = queue_path_from_config(current_app.config)
+    return queue_for_config(current_app.config)
+
+
+def queue_for_config(config):
+    """Return the Queue that config names, opening it once per path per process."""
+    path = queue_path_from_config(config)
     queue = _queues_by_path.get(path)
     if queue is None:
-        queue = _queues_by_path.setdefault(path, Queue(path))
+        opened = Queue(
+            path,
+            lease_seconds=config.get("QUEUE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
+            synchronous=config.get("QUEUE_SYNCHRONOUS", "NORMAL"),
+        )
+        queue = _queues_by_path.setdefault(path, opened)
     return queue
 
 
@@ -460,182 +715,130 @@ def queue_path_from_config(config):
     return os.fspath(path)
 
 
-def retry_delay(attempts):
-    """Return the seconds to wait before the attempt after attempt number `attempts`."""
-    return min(RETRY_BACKOFF_BASE_SECONDS * 2 ** (attempts - 1), RETRY_BACKOFF_MAX_SECONDS)
+def new_job_id():
+    """Return a new job id: 32 hex digits, the first 12 the time in milliseconds.
+
+    Ids that grow with time are inserted at the end of the id index, which keeps each
+    enqueue's write to one index page where random ids would touch a random page.
+    The other 80 bits are random, so ids from different processes do not collide.
+    """
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
 
 
-def open_connection(path):
-    """Open path as a WAL-mode SQLite database, creating the file and its folder."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-    connection.row_factory = sqlite3.Row
+def retry_delay(attempts, jitter=0.0):
+    """Return the seconds to wait before the attempt after attempt number `attempts`.
 
-    connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-    journal_mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if journal_mode != "wal":
-        connection.close()
-        raise RuntimeError(
-            f"queue database {path} cannot use WAL mode (journal_mode is {journal_mode})."
-            " Set QUEUE_DATABASE to a file on a local disk."
-        )
-
-    # In WAL mode NORMAL still keeps the file consistent after a crash. A power
-    # loss can undo the last few commits.
-    connection.execute("PRAGMA synchronous = NORMAL")
-    return connection
+    jitter, from 0 to 1, adds that share of RETRY_JITTER to the doubled delay.
+    """
+    doubled = RETRY_BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)
+    return min(doubled * (1 + RETRY_JITTER * jitter), RETRY_BACKOFF_MAX_SECONDS)
 
 
-def create_schema(connection, path):
-    """Create the jobs table and its indexes unless they exist."""
-    with _immediate_transaction(connection):
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"queue database {path} has schema version {version}, newer than"
-                f" version {SCHEMA_VERSION} that this code supports. Upgrade promptgen."
-            )
-
-        for statement in SCHEMA:
-            connection.execute(statement)
-        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-def function_path(func):
-    """Return "module:qualname" for a module-level callable, or check and return such a string."""
-    if isinstance(func, str):
-        _validate_function_string(func)
-        return func
-
-    if not callable(func):
-        raise TypeError(
-            "job function must be a callable or a 'module:qualname' string,"
-            f" not {type(func).__name__}"
-        )
-
-    module = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", None)
-    if not module or not qualname:
-        raise ValueError(
-            f"job function {func!r} has no module and qualified name."
-            " Pass a module-level function."
-        )
-
-    if "<lambda>" in qualname or "<locals>" in qualname:
-        raise ValueError(
-            f"job function {module}.{qualname} is a lambda or nested function, which"
-            " workers cannot import. Define it at module level."
-        )
-    if module == "__main__":
-        raise ValueError(
-            f"job function {qualname} is defined in __main__, which workers cannot"
-            " import. Move it into a module."
-        )
-
-    path = f"{module}:{qualname}"
-    try:
-        resolved = resolve_function(path)
-    except (ImportError, AttributeError):
-        resolved = None
-    if resolved != func:
-        raise ValueError(
-            f"job function {func!r} cannot be imported as {path}."
-            " Pass a module-level function."
-        )
-    return path
-
-
-def resolve_function(path):
-    """Import and return the callable named by "module:qualname"."""
-    _validate_function_string(path)
-    module_name, _, qualname = path.partition(":")
-
-    target = importlib.import_module(module_name)
-    for name in qualname.split("."):
-        target = getattr(target, name)
-    return target
-
-
-def encode_arguments(args, kwargs):
-    """Return args and kwargs as JSON texts, or raise TypeError if a value is not JSON data."""
-    if not isinstance(kwargs, dict):
-        raise TypeError(f"job kwargs must be a dict, not {type(kwargs).__name__}")
-
-    for index, value in enumerate(args):
-        _check_json_value(value, f"args[{index}]")
-    for name, value in kwargs.items():
-        _check_json_value(value, f"kwargs[{name!r}]")
-
-    return json.dumps(list(args)), json.dumps(kwargs)
-
-
-def format_error(error):
-    """Return traceback text for an exception or exc_info tuple, and a text unchanged."""
-    if isinstance(error, str):
-        return error
-    if isinstance(error, tuple):
-        return "".join(traceback.format_exception(*error))
-    if isinstance(error, BaseException):
-        return "".join(traceback.format_exception(error))
-    raise TypeError(
-        "error must be an exception, an exc_info tuple or a text,"
-        f" not {type(error).__name__}"
-    )
-
-
-def _validate_function_string(path):
-    module_name, separator, qualname = path.partition(":")
-    if not separator or not module_name or not qualname:
-        raise ValueError(
-            f"invalid job function {path!r}: expected 'module:qualname',"
-            " for example 'promptgen.jobs:store_output'"
-        )
-
-
-def _validate_options(queue, priority, delay, max_attempts):
+def job_options(
+    now, *, queue, priority, at, delay, retries, max_attempts, timeout, key
+):
+    """Check the job options and return them as column values, or raise ValueError."""
+    queue = DEFAULT_QUEUE if queue is None else queue
     if not isinstance(queue, str) or not queue:
         raise ValueError(f"queue must be a non-empty string, got {queue!r}")
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ValueError(f"priority must be an integer, got {priority!r}")
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
-        raise ValueError(f"delay must be a number of seconds, got {delay!r}")
-    if not (math.isfinite(delay) and delay >= 0):
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ValueError(f"key must be a non-empty string, got {key!r}")
+
+    return {
+        "queue": queue,
+        "priority": priority,
+        "run_at": _run_at(now, at, delay),
+        "max_attempts": _max_attempts(retries, max_attempts),
+        "timeout": _timeout(timeout),
+        "key": key,
+    }
+
+
+def error_summary(error):
+    """Return (exception type name, message) for what Queue.fail accepts."""
+    if isinstance(error, tuple):
+        error = error[1]
+    if isinstance(error, BaseException):
+        error_type = type(error)
+        name = error_type.__qualname__
+        if error_type.__module__ != "builtins":
+            name = f"{error_type.__module__}.{name}"
+        return name, str(error)
+    return None, error if isinstance(error, str) else None
+
+
+def _run_at(now, at, delay):
+    if at is not None and delay is not None:
+        raise ValueError("give at or delay, not both")
+
+    if at is not None:
+        if isinstance(at, datetime.datetime):
+            if at.tzinfo is None:
+                raise ValueError(f"at must be timezone-aware, got naive datetime {at!r}")
+            return at.timestamp()
+        _check_seconds("at", at)
+        return float(at)
+
+    if delay is None:
+        return now
+    if isinstance(delay, datetime.timedelta):
+        delay = delay.total_seconds()
+    _check_seconds("delay", delay)
+    if delay < 0:
         raise ValueError(f"delay must be zero or more seconds, got {delay!r}")
+    return now + delay
+
+
+def _max_attempts(retries, max_attempts):
+    if retries is not None and max_attempts is not None:
+        raise ValueError("give retries or max_attempts, not both")
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer of 0 or more, got {retries!r}")
+        return retries + 1
     if max_attempts is None:
-        return
+        return DEFAULT_MAX_ATTEMPTS
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ValueError(f"max_attempts must be an integer of 1 or more, got {max_attempts!r}")
+    return max_attempts
 
 
-def _check_json_value(value, where):
-    """Raise TypeError unless value is JSON data that round-trips without changing keys."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return
+def _timeout(timeout):
+    if timeout is None:
+        return None
+    if isinstance(timeout, datetime.timedelta):
+        timeout = timeout.total_seconds()
+    _check_seconds("timeout", timeout)
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise TypeError(f"job argument {where} is {value!r}, which JSON cannot represent")
-        return
 
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _check_json_value(item, f"{where}[{index}]")
-        return
+def _check_seconds(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
 
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(
-                    f"job argument {where} has key {key!r} of type {type(key).__name__},"
-                    " but JSON object keys must be strings"
-                )
-            _check_json_value(item, f"{where}[{key!r}]")
-        return
 
-    raise TypeError(
-        f"job argument {where} is a {type(value).__name__}, which is not JSON-serializable."
-        " Pass ids or plain data (str, int, float, bool, None, list, dict) instead."
-    )
+def _queue_names(queues):
+    if queues is None:
+        return None
+    names = list(queues)
+    if not names:
+        raise ValueError("queues must name at least one queue, or be None for all queues")
+    return names
+
+
+def _active_job_with_key(connection, key):
+    row = connection.execute(
+        "SELECT id FROM jobs WHERE unique_key = ?"
+        " AND status IN ('queued', 'scheduled', 'started')",
+        (key,),
+    ).fetchone()
+    return None if row is None else row["id"]
 
 
 def _encode_result(job, result):
@@ -651,32 +854,5 @@ def _encode_result(job, result):
         return json.dumps(repr(result))
 
 
-def _claim_statement(worker_id, now, lease_seconds, queues):
-    """Return the claim SQL and its parameters, filtered to the given queue names."""
-    params = {"worker_id": worker_id, "now": now, "lease_seconds": lease_seconds}
-    if queues is None:
-        return CLAIM_SQL.format(queue_filter=""), params
-
-    names = list(queues)
-    if not names:
-        raise ValueError("queues must name at least one queue, or be None for all queues")
-    placeholders = ", ".join(f":queue_{index}" for index in range(len(names)))
-    params.update({f"queue_{index}": name for index, name in enumerate(names)})
-    return CLAIM_SQL.format(queue_filter=f"AND queue IN ({placeholders})"), params
-
-
 def _owner(job):
-    return {"id": job.id, "worker_id": job.worker_id, "attempts": job.attempts}
-
-
-@contextmanager
-def _immediate_transaction(connection):
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        connection.execute("COMMIT")
-    except BaseException:
-        # SQLite ends the transaction by itself after some errors.
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
+    return {"seq": job.seq, "id": job.id, "worker_id": job.worker_id, "attempts": job.attempts}

@@ -1,10 +1,28 @@
-"""Worker process that claims jobs from the SQLite queue and runs them in an app context.
+"""Worker that claims jobs from the SQLite queue and runs them in an app context.
 
-``flask --app promptgen worker`` runs ``Worker(app).work()``. The worker reads two
-config keys: QUEUE_DATABASE (the queue file, required unless a Queue is passed) and
-QUEUE_LEASE_SECONDS (how long a claim lasts without a heartbeat, default
-queue.DEFAULT_LEASE_SECONDS). On SIGINT or SIGTERM the worker lets the current job
-finish and then returns, so the command exits with status 0.
+``flask --app promptgen worker`` runs ``Worker(app).work()`` in one process, or in
+--concurrency N forked processes (see promptgen.worker_pool). Settings, all optional
+except QUEUE_DATABASE:
+
+    QUEUE_DATABASE               the queue file, unless a Queue is passed
+    QUEUE_PRIORITIES             queue names and weights (see promptgen.queue_priorities)
+    QUEUE_LEASE_SECONDS          how long a claim lasts without a heartbeat
+    QUEUE_DEFAULT_TIMEOUT        seconds a job may run when it has no timeout of its own
+    QUEUE_SHUTDOWN_GRACE_SECONDS how long a stop signal waits for the running job
+    PERIODIC_JOBS                jobs the scheduler enqueues at intervals (promptgen.scheduler)
+
+Each worker runs one job at a time in its main thread. A job's timeout is enforced
+with SIGALRM: the handler raises JobTimeout inside the job, the attempt is recorded as
+failed, and the worker goes on with the next job. Python runs signal handlers in the
+main thread only, so a Worker started in another thread runs jobs without timeouts.
+A job blocked in C code that does not return to the interpreter is not interrupted.
+
+On SIGINT or SIGTERM the worker claims nothing more and gives the running job
+QUEUE_SHUTDOWN_GRACE_SECONDS to end. A job still running then is interrupted and
+released, queued again without counting the attempt, and work() returns.
+
+A second thread renews the running job's lease and, unless in burst mode, runs the
+periodic scheduler, which one worker at a time leads.
 """
 
 import logging
@@ -16,7 +34,15 @@ import sqlite3
 import threading
 import time
 
-from .queue import DEFAULT_LEASE_SECONDS, QUEUED, Queue, queue_path_from_config, retry_delay
+from .queue import (
+    DEFAULT_LEASE_SECONDS,
+    SCHEDULED,
+    Queue,
+    queue_path_from_config,
+    retry_delay,
+)
+from .queue_priorities import DEFAULT_PRIORITIES, QueuePriorities
+from .scheduler import PeriodicScheduler, periodic_entries
 
 try:
     from .extensions import db
@@ -34,36 +60,79 @@ IDLE_SLEEP_FACTOR = 1.5
 #: Also the longest time a stop signal waits while the worker is idle.
 IDLE_SLEEP_MAX_SECONDS = 1.0
 
+DEFAULT_JOB_TIMEOUT_SECONDS = 600.0
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class JobTimeout(BaseException):
+    """Raised inside a job that ran past its timeout.
+
+    It derives from BaseException so that a job's own ``except Exception`` does not
+    swallow it.
+    """
+
+
+class ShutdownInterrupt(BaseException):
+    """Raised inside a job still running when the shutdown grace period ends."""
 
 
 class Worker:
     """Claims ready jobs one at a time and runs each inside ``app.app_context()``."""
 
-    def __init__(self, app, queue=None, *, queues=None, worker_id=None):
+    def __init__(
+        self,
+        app,
+        queue=None,
+        *,
+        queues=None,
+        worker_id=None,
+        default_timeout=None,
+        grace_seconds=None,
+        rng=None,
+    ):
+        config = app.config
         self.app = app
         self.queue = queue if queue is not None else queue_for_app(app)
-        self.queues = None if queues is None else tuple(queues)
+        self.priorities = QueuePriorities.for_worker(
+            config.get("QUEUE_PRIORITIES", DEFAULT_PRIORITIES), queues, rng
+        )
         self.worker_id = worker_id or make_worker_id()
         self.heartbeat_interval = self.queue.lease_seconds / HEARTBEATS_PER_LEASE
+        self.default_timeout = _setting(
+            default_timeout, config, "QUEUE_DEFAULT_TIMEOUT", DEFAULT_JOB_TIMEOUT_SECONDS
+        )
+        self.grace_seconds = _setting(
+            grace_seconds, config, "QUEUE_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS
+        )
+        self.periodic = periodic_entries(config.get("PERIODIC_JOBS", ()))
+
+        self.current_job = None
         self._stop_signal = None
         self._stop_requested = False
+        self._claim_failed = False
+        self._alarm_enabled = False
+        self._timeout_seconds = None
+        self._job_deadline = None
+        self._shutdown_deadline = None
+
+    @property
+    def queues(self):
+        """Names of the queues this worker takes jobs from, highest weight first."""
+        return self.priorities.names
 
     def work(self, burst=False):
         """Run jobs until a stop signal, or until none is ready if burst. Return the job count."""
-        logger.info(
-            "worker %s started: pid %d, queue %s, lease %g s%s",
-            self.worker_id,
-            os.getpid(),
-            self.queue.path,
-            self.queue.lease_seconds,
-            ", burst mode" if burst else "",
-        )
-
+        self._log_start(burst)
         previous_handlers = self._install_signal_handlers()
+        maintenance = Maintenance(self, scheduler=None if burst else self._scheduler())
+        maintenance.start()
         try:
             jobs_run = self._run_loop(burst)
         finally:
+            maintenance.stop()
+            self._disarm_alarm()
             _restore_signal_handlers(previous_handlers)
             self.queue.close()
 
@@ -75,69 +144,91 @@ class Worker:
         """Make work() return once the current job, if any, has ended."""
         self._stop_requested = True
 
-    def perform_job(self, job):
-        """Run a claimed job with a lease heartbeat, then record it finished or failed.
+    def perform_job(self, job, claim_next=False):
+        """Run a claimed job, record it finished or failed, and return the next job or None.
 
-        An exception that is not an Exception subclass, such as SystemExit, propagates
-        and leaves the job started, so it is claimed again once its lease expires.
+        With claim_next, a finished job's result and the next claim share one
+        transaction. An exception that is not an Exception subclass, such as SystemExit,
+        propagates and leaves the job started, so it is claimed again once its lease
+        expires.
         """
-        heartbeat = Heartbeat(self.queue, job, self.heartbeat_interval)
-        heartbeat.start()
+        self.current_job = job
         started = time.monotonic()
-        error = None
-
         try:
-            result = self._call_in_app_context(job)
-        except Exception as exc:
-            error = exc
+            result = self._call_with_timeout(job)
+        except JobTimeout as error:
+            return self._record_failed(job, error, started)
+        except ShutdownInterrupt:
+            self._release(job, started)
+            return None
+        except Exception as error:
+            return self._record_failed(job, error, started)
         finally:
-            heartbeat.stop()
+            self.current_job = None
 
-        duration_ms = (time.monotonic() - started) * 1000
-        if error is None:
-            self._record_finished(job, result, duration_ms)
-        else:
-            self._record_failed(job, error, duration_ms)
+        return self._record_finished(job, result, started, claim_next)
 
     def _run_loop(self, burst):
         jobs_run = 0
         idle_sleep = IDLE_SLEEP_START_SECONDS
+        job = None
 
-        while not self._stop_requested:
-            try:
-                job = self.queue.claim(self.worker_id, queues=self.queues)
-            except sqlite3.OperationalError:
-                logger.exception(
-                    "worker %s failed to claim a job from %s, retrying in %g s",
-                    self.worker_id,
-                    self.queue.path,
-                    idle_sleep,
-                )
-                job = None
-            else:
-                if job is None and burst:
-                    break
+        while True:
+            if self._stop_requested:
+                if job is not None:
+                    self._release(job, time.monotonic())
+                break
 
             if job is None:
+                job = self._claim(idle_sleep)
+            if job is None:
+                if burst and not self._claim_failed:
+                    break
                 time.sleep(idle_sleep)
                 idle_sleep = next_idle_sleep(idle_sleep)
                 continue
 
-            self.perform_job(job)
+            job = self.perform_job(job, claim_next=True)
             jobs_run += 1
             idle_sleep = IDLE_SLEEP_START_SECONDS
         return jobs_run
 
-    def _call_in_app_context(self, job):
+    def _claim(self, idle_sleep):
+        self._claim_failed = False
+        try:
+            return self.queue.claim(self.worker_id, queues=self.priorities.order())
+        except sqlite3.OperationalError:
+            logger.exception(
+                "worker %s failed to claim a job from %s, retrying in %g s",
+                self.worker_id,
+                self.queue.path,
+                idle_sleep,
+            )
+            self._claim_failed = True
+            return None
+
+    def _call_with_timeout(self, job):
+        timeout = job.timeout if job.timeout is not None else self.default_timeout
         with self.app.app_context():
             try:
-                return job.perform()
+                self._arm_alarm(timeout)
+                try:
+                    return job.perform()
+                finally:
+                    self._disarm_alarm()
             finally:
                 _remove_db_session(self.app)
 
-    def _record_finished(self, job, result, duration_ms):
+    def _record_finished(self, job, result, started, claim_next):
+        duration_ms = _elapsed_ms(started)
+        queues = self.priorities.order() if claim_next and not self._stop_requested else None
         try:
-            stored = self.queue.finish(job, result)
+            stored, next_job = self.queue.finish_and_claim(
+                job,
+                result,
+                worker_id=None if queues is None else self.worker_id,
+                queues=queues,
+            )
         except sqlite3.Error:
             logger.exception(
                 "job %s %s finished in %d ms, but storing the result failed,"
@@ -146,20 +237,21 @@ class Worker:
                 job.func,
                 duration_ms,
             )
-            return
+            return None
 
         if stored:
-            logger.info("job %s %s finished in %d ms", job.id, job.func, duration_ms)
+            self._log_job(logging.INFO, job, "finished", duration_ms)
         else:
-            logger.warning(
-                "job %s %s finished in %d ms, but its lease had expired and the result"
-                " was not stored",
-                job.id,
-                job.func,
+            self._log_job(
+                logging.WARNING,
+                job,
+                "finished, but its lease had expired and the result was not stored",
                 duration_ms,
             )
+        return next_job
 
-    def _record_failed(self, job, error, duration_ms):
+    def _record_failed(self, job, error, started):
+        duration_ms = _elapsed_ms(started)
         try:
             updated = self.queue.fail(job, error)
         except sqlite3.Error:
@@ -170,102 +262,187 @@ class Worker:
                 job.func,
                 duration_ms,
             )
-            return
+            return None
 
         attempt = f"attempt {job.attempts} of {job.max_attempts}"
         if updated is None:
-            logger.warning(
-                "job %s %s failed in %d ms (%s), but its lease had expired and the"
-                " failure was not stored",
-                job.id,
-                job.func,
-                duration_ms,
-                attempt,
-                exc_info=error,
-            )
-        elif updated.status == QUEUED:
-            logger.warning(
-                "job %s %s failed in %d ms (%s), retry in %g s",
-                job.id,
-                job.func,
-                duration_ms,
-                attempt,
-                retry_delay(job.attempts),
-                exc_info=error,
-            )
+            outcome = f"failed ({attempt}), but its lease had expired and the failure was not stored"
+            self._log_job(logging.WARNING, job, outcome, duration_ms, error)
+        elif updated.status == SCHEDULED:
+            delay = updated.run_at - self.queue.clock()
+            outcome = f"failed ({attempt}), retry in {max(delay, 0):.3g} s"
+            self._log_job(logging.WARNING, job, outcome, duration_ms, error)
         else:
-            logger.error(
-                "job %s %s failed in %d ms (%s), no attempts left",
-                job.id,
-                job.func,
-                duration_ms,
-                attempt,
-                exc_info=error,
-            )
+            outcome = f"failed ({attempt}), no attempts left"
+            self._log_job(logging.ERROR, job, outcome, duration_ms, error)
+        return None
+
+    def _release(self, job, started):
+        try:
+            released = self.queue.release(job)
+        except sqlite3.Error:
+            logger.exception("job %s %s could not be released", job.id, job.func)
+            return
+        outcome = "released unfinished at shutdown" if released else "no longer leased"
+        self._log_job(logging.WARNING, job, outcome, _elapsed_ms(started))
+
+    def _log_job(self, level, job, outcome, duration_ms, error=None):
+        """Log the one line that each job gets: id, function, queue, wait, duration and outcome."""
+        wait_ms = (job.wait_seconds or 0.0) * 1000
+        logger.log(
+            level,
+            "job %s %s queue %s waited %d ms, ran %d ms: %s",
+            job.id,
+            job.func,
+            job.queue,
+            wait_ms,
+            duration_ms,
+            outcome,
+            exc_info=error,
+        )
+
+    def _log_start(self, burst):
+        logger.info(
+            "worker %s started: pid %d, queue file %s, queues %s, lease %g s,"
+            " default timeout %g s, shutdown grace %g s, timeouts %s%s",
+            self.worker_id,
+            os.getpid(),
+            self.queue.path,
+            self.priorities.describe(),
+            self.queue.lease_seconds,
+            self.default_timeout,
+            self.grace_seconds,
+            "on" if _in_main_thread() else "off (not the main thread)",
+            ", burst mode" if burst else "",
+        )
+
+    def _scheduler(self):
+        if not self.periodic:
+            return None
+        return PeriodicScheduler(self.queue, self.periodic, owner=self.worker_id)
 
     def _install_signal_handlers(self):
-        """Set SIGINT and SIGTERM to request a stop, and return the previous handlers."""
+        """Set SIGINT, SIGTERM and SIGALRM handlers, and return the previous handlers."""
         # Python only lets the main thread set signal handlers.
-        if threading.current_thread() is not threading.main_thread():
+        if not _in_main_thread():
             return {}
-        return {signum: signal.signal(signum, self._handle_stop_signal) for signum in STOP_SIGNALS}
+        previous = {
+            signum: signal.signal(signum, self._handle_stop_signal) for signum in STOP_SIGNALS
+        }
+        previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._handle_alarm)
+        self._alarm_enabled = True
+        return previous
 
     def _handle_stop_signal(self, signum, frame):
-        # Only set flags, because logging here could deadlock on a lock that the
-        # interrupted main thread has taken.
+        # Only set flags and the timer, because logging here could deadlock on a lock
+        # that the interrupted main thread has taken.
         self._stop_signal = signal.Signals(signum)
         self._stop_requested = True
+        if self.current_job is not None and self._shutdown_deadline is None:
+            self._shutdown_deadline = time.monotonic() + self.grace_seconds
+            self._rearm_alarm()
+
+    def _handle_alarm(self, signum, frame):
+        if self.current_job is None:
+            return
+        now = time.monotonic()
+        if self._shutdown_deadline is not None and now >= self._shutdown_deadline:
+            raise ShutdownInterrupt()
+        if self._job_deadline is not None and now >= self._job_deadline:
+            raise JobTimeout(f"job ran past its timeout of {self._timeout_seconds:g} s")
+        # A timer that fired early is set again for what remains.
+        self._rearm_alarm()
+
+    def _arm_alarm(self, timeout):
+        self._timeout_seconds = timeout
+        self._job_deadline = None if timeout is None else time.monotonic() + timeout
+        self._rearm_alarm()
+
+    def _rearm_alarm(self):
+        if not self._alarm_enabled:
+            return
+        deadlines = [d for d in (self._job_deadline, self._shutdown_deadline) if d is not None]
+        if not deadlines:
+            return
+        remaining = max(min(deadlines) - time.monotonic(), 0.001)
+        signal.setitimer(signal.ITIMER_REAL, remaining)
+
+    def _disarm_alarm(self):
+        self._job_deadline = None
+        if self._alarm_enabled:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-class Heartbeat(threading.Thread):
-    """Thread that renews a job's lease every interval seconds until stop() is called."""
+class Maintenance(threading.Thread):
+    """Thread that renews the running job's lease and runs the periodic scheduler."""
 
-    def __init__(self, queue, job, interval):
-        super().__init__(name=f"heartbeat-{job.id}", daemon=True)
-        self.queue = queue
-        self.job = job
-        self.interval = interval
+    def __init__(self, worker, scheduler=None):
+        super().__init__(name=f"maintenance-{worker.worker_id}", daemon=True)
+        self.worker = worker
+        self.scheduler = scheduler
+        self.interval = worker.heartbeat_interval
+        if scheduler is not None:
+            self.interval = min(self.interval, scheduler.tick_seconds)
         self._stopped = threading.Event()
+        self._leased_job = None
+        self._lease_until = None
 
     def run(self):
+        queue = self.worker.queue
         try:
             while not self._stopped.wait(self.interval):
-                if not self._renew():
-                    return
+                self._renew_lease()
+                if self.scheduler is not None:
+                    self.scheduler.tick_logging_errors()
         finally:
-            self.queue.close()
+            if self.scheduler is not None:
+                self.scheduler.resign()
+            queue.close()
 
     def stop(self):
-        """Stop renewing and wait for the thread to end."""
+        """Stop the thread and wait for it to end."""
         self._stopped.set()
         self.join()
 
-    def _renew(self):
-        """Extend the lease once, and return False if the job is no longer leased to this worker."""
+    def _renew_lease(self):
+        """Renew the running job's lease when a heartbeat interval has passed since the last renewal."""
+        job = self.worker.current_job
+        if job is None:
+            return
+        if job is not self._leased_job:
+            self._leased_job = job
+            self._lease_until = job.lease_until
+
+        queue = self.worker.queue
+        renew_at = self._lease_until - queue.lease_seconds + self.worker.heartbeat_interval
+        if queue.clock() < renew_at:
+            return
+        self._lease_until = queue.clock() + queue.lease_seconds
         try:
-            renewed = self.queue.extend_lease(self.job)
+            renewed = self.worker.queue.extend_lease(job)
         except sqlite3.Error:
             logger.exception(
-                "job %s: renewing its lease failed, retrying in %g s",
-                self.job.id,
-                self.interval,
+                "job %s: renewing its lease failed, retrying in %g s", job.id, self.interval
             )
-            return True
+            return
 
-        if not renewed:
+        # The job may have ended between reading current_job and the renewal.
+        if not renewed and self.worker.current_job is job:
             logger.warning(
                 "job %s %s is no longer leased to worker %s, so it may run twice",
-                self.job.id,
-                self.job.func,
-                self.job.worker_id,
+                job.id,
+                job.func,
+                job.worker_id,
             )
-        return renewed
 
 
 def queue_for_app(app):
-    """Open the Queue named by app.config["QUEUE_DATABASE"] with the app's lease length."""
-    lease_seconds = app.config.get("QUEUE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)
-    return Queue(queue_path_from_config(app.config), lease_seconds=lease_seconds)
+    """Open the Queue named by app.config["QUEUE_DATABASE"] with the app's settings."""
+    return Queue(
+        queue_path_from_config(app.config),
+        lease_seconds=app.config.get("QUEUE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS),
+        synchronous=app.config.get("QUEUE_SYNCHRONOUS", "NORMAL"),
+    )
 
 
 def make_worker_id():
@@ -276,6 +453,20 @@ def make_worker_id():
 def next_idle_sleep(seconds):
     """Return the idle sleep that follows one of `seconds`, capped at IDLE_SLEEP_MAX_SECONDS."""
     return min(seconds * IDLE_SLEEP_FACTOR, IDLE_SLEEP_MAX_SECONDS)
+
+
+def _setting(value, config, key, default):
+    if value is not None:
+        return float(value)
+    return float(config.get(key, default))
+
+
+def _elapsed_ms(started):
+    return (time.monotonic() - started) * 1000
+
+
+def _in_main_thread():
+    return threading.current_thread() is threading.main_thread()
 
 
 def _remove_db_session(app):

@@ -1,0 +1,171 @@
+"""The queue file's tables, indexes and connection settings, and migrations between versions.
+
+PRAGMA user_version records the schema version. Opening a file of an older version
+migrates it forward in one write transaction, so existing jobs keep their ids and state.
+"""
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+#: Stored in PRAGMA user_version. Raise it with every change to the schema.
+SCHEMA_VERSION = 2
+
+#: How long a connection waits for another process's write lock before failing.
+BUSY_TIMEOUT_SECONDS = 10.0
+
+#: Values accepted for PRAGMA synchronous. In WAL mode NORMAL keeps the file
+#: consistent after a crash, but a power loss can undo the last few commits. FULL
+#: syncs the WAL at every commit, so a committed job survives a power loss too.
+SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+
+JOBS_TABLE = """
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        queue TEXT NOT NULL,
+        func TEXT NOT NULL,
+        args TEXT NOT NULL,
+        kwargs TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('queued', 'scheduled', 'started', 'finished', 'failed', 'canceled')),
+        priority INTEGER NOT NULL,
+        run_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
+        lease_until REAL,
+        worker_id TEXT,
+        result TEXT,
+        error TEXT,
+        enqueued_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        timeout REAL,
+        unique_key TEXT,
+        error_type TEXT,
+        error_message TEXT
+    )
+"""
+
+#: Columns that version 2 added to the version 1 jobs table.
+VERSION_2_COLUMNS = (
+    "timeout REAL",
+    "unique_key TEXT",
+    "error_type TEXT",
+    "error_message TEXT",
+)
+
+INDEXES = (
+    # A claim scans this index for one queue in order and stops at the first job
+    # whose run_at has come.
+    """
+    CREATE INDEX IF NOT EXISTS jobs_ready
+    ON jobs (queue, priority DESC, run_at, seq)
+    WHERE status IN ('queued', 'scheduled')
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS jobs_lease_until
+    ON jobs (lease_until)
+    WHERE status = 'started'
+    """,
+    # At most one waiting or running job per unique key.
+    """
+    CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_key
+    ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('queued', 'scheduled', 'started')
+    """,
+)
+
+#: Leader leases, such as the one that lets a single worker run the periodic scheduler.
+LOCKS_TABLE = """
+    CREATE TABLE IF NOT EXISTS locks (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    )
+"""
+
+#: When each periodic job is next due.
+PERIODIC_TABLE = """
+    CREATE TABLE IF NOT EXISTS periodic_jobs (
+        name TEXT PRIMARY KEY,
+        next_run_at REAL NOT NULL
+    )
+"""
+
+
+def open_connection(path, synchronous="NORMAL"):
+    """Open path as a WAL-mode SQLite database, creating the file and its folder."""
+    if synchronous not in SYNCHRONOUS_MODES:
+        raise ValueError(
+            f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}"
+        )
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+
+    connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    journal_mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if journal_mode != "wal":
+        connection.close()
+        raise RuntimeError(
+            f"queue database {path} cannot use WAL mode (journal_mode is {journal_mode})."
+            " Set QUEUE_DATABASE to a file on a local disk."
+        )
+
+    connection.execute(f"PRAGMA synchronous = {synchronous}")
+    return connection
+
+
+def create_schema(connection, path):
+    """Create the queue's tables and indexes, or migrate an older file to SCHEMA_VERSION."""
+    with immediate_transaction(connection):
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"queue database {path} has schema version {version}, newer than"
+                f" version {SCHEMA_VERSION} that this code supports. Upgrade promptgen."
+            )
+        if version == SCHEMA_VERSION:
+            return
+
+        has_jobs = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+        ).fetchone()
+        if not has_jobs:
+            connection.execute(JOBS_TABLE)
+        elif version <= 1:
+            _migrate_version_1(connection)
+
+        for statement in (*INDEXES, LOCKS_TABLE, PERIODIC_TABLE):
+            connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _migrate_version_1(connection):
+    """Add the version 2 columns and replace the claim index, keeping every job."""
+    for column in VERSION_2_COLUMNS:
+        connection.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
+
+    # Version 1 claimed across all queues in one index, and kept delayed jobs queued.
+    connection.execute("DROP INDEX IF EXISTS jobs_claim_order")
+    connection.execute(
+        "UPDATE jobs SET status = 'scheduled' WHERE status = 'queued' AND run_at > ?",
+        (time.time(),),
+    )
+
+
+@contextmanager
+def immediate_transaction(connection):
+    """Run the block in a BEGIN IMMEDIATE transaction, which takes the write lock first."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        # SQLite ends the transaction by itself after some errors.
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise

@@ -1,0 +1,217 @@
+"""Tests of `flask --app promptgen queue ...` and the worker's options, on a real queue file."""
+
+import re
+import time
+
+import pytest
+
+from promptgen.queue import Queue
+
+from . import jobs_for_tests
+
+
+@pytest.fixture
+def queue(app):
+    queue = Queue(app.config["QUEUE_DATABASE"])
+    yield queue
+    queue.close()
+
+
+@pytest.fixture
+def run(app):
+    runner = app.test_cli_runner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(args=list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def _fail(queue, name="default", message="boom"):
+    job_id = queue.enqueue(jobs_for_tests.raise_error, message, queue=name, retries=0)
+    job = queue.claim("cli-test", queues=[name])
+    try:
+        job.perform()
+    except RuntimeError as error:
+        queue.fail(job, error)
+    return job_id
+
+
+def _finish(queue, name="default"):
+    job_id = queue.enqueue(jobs_for_tests.add, 1, 2, queue=name)
+    queue.finish(queue.claim("cli-test", queues=[name]), 3)
+    return job_id
+
+
+def test_stats_on_empty_queue(run):
+    result = run("queue", "stats")
+
+    assert result.exit_code == 0
+    assert "(no jobs)" in result.output
+    assert "oldest waiting job: none" in result.output
+    assert "jobs per minute (last 5 min): 0.0" in result.output
+    assert "mean wait (last 5 min): n/a" in result.output
+
+
+def test_stats_per_queue_and_status(run, queue):
+    _finish(queue)
+    _fail(queue, "urgent")
+    waiting = queue.enqueue(jobs_for_tests.add, 1, 2, queue="urgent")
+
+    result = run("queue", "stats")
+
+    lines = result.output.splitlines()
+    assert result.exit_code == 0
+    assert re.search(r"^queue\s+queued\s+finished\s+failed$", lines[1])
+    assert re.search(r"^default\s+0\s+1\s+0$", lines[2])
+    assert re.search(r"^urgent\s+1\s+0\s+1$", lines[3])
+    assert f"oldest waiting job: {waiting} in urgent, waiting " in result.output
+    assert "jobs per minute (last 5 min): 0.4" in result.output
+    assert re.search(r"mean run time \(last 5 min\): \d+ ms", result.output)
+
+
+def test_failed_lists_errors(run, queue):
+    job_id = _fail(queue, message="bad prompt")
+
+    result = run("queue", "failed")
+    with_traceback = run("queue", "failed", "--traceback")
+
+    assert result.exit_code == 0
+    assert f"{job_id} tests.jobs_for_tests:raise_error queue default, 1 of 1 attempts" in (
+        result.output
+    )
+    assert result.output.rstrip().endswith("RuntimeError: bad prompt")
+    assert "Traceback (most recent call last):" not in result.output
+    assert "Traceback (most recent call last):" in with_traceback.output
+
+
+def test_failed_when_none(run):
+    assert run("queue", "failed").output == "no failed jobs\n"
+
+
+def test_retry_one_job(run, queue):
+    job_id = _fail(queue)
+
+    result = run("queue", "retry", job_id)
+
+    assert result.exit_code == 0
+    assert result.output == f"queued job {job_id} again\n"
+    assert queue.fetch_job(job_id).status == "queued"
+    assert queue.fetch_job(job_id).attempts == 0
+
+
+def test_retry_rejects_job_in_other_status(run, queue):
+    job_id = queue.enqueue(jobs_for_tests.add, 1, 2)
+
+    result = run("queue", "retry", job_id)
+    missing = run("queue", "retry", "no-such-id")
+
+    assert result.exit_code == 1
+    assert f"job {job_id} is queued, not failed or canceled" in result.output
+    assert "job no-such-id not found" in missing.output
+
+
+def test_retry_all(run, queue):
+    failed = [_fail(queue), _fail(queue, "urgent")]
+    finished = _finish(queue)
+
+    result = run("queue", "retry", "--all")
+
+    assert result.output == "queued 2 failed jobs again\n"
+    assert [queue.fetch_job(job_id).status for job_id in failed] == ["queued", "queued"]
+    assert queue.fetch_job(finished).status == "finished"
+
+
+def test_retry_needs_id_or_all(run):
+    result = run("queue", "retry")
+
+    assert result.exit_code == 2
+    assert "give a job id or --all" in result.output
+
+
+def test_cancel(run, queue):
+    job_id = queue.enqueue(jobs_for_tests.add, 1, 2, delay=60)
+
+    result = run("queue", "cancel", job_id)
+    again = run("queue", "cancel", job_id)
+
+    assert result.output == f"canceled job {job_id}\n"
+    assert queue.fetch_job(job_id).status == "canceled"
+    assert again.exit_code == 1
+    assert f"job {job_id} is canceled, not queued or scheduled" in again.output
+
+
+def test_purge_ended_jobs(run, queue):
+    _finish(queue)
+    _fail(queue)
+    waiting = queue.enqueue(jobs_for_tests.add, 1, 2)
+
+    result = run("queue", "purge", "--yes")
+
+    assert result.output == "deleted 2 jobs\n"
+    assert queue.counts() == {"queued": 1}
+    assert queue.fetch_job(waiting).status == "queued"
+
+
+def test_purge_asks_for_confirmation(run, queue):
+    queue.enqueue(jobs_for_tests.add, 1, 2, queue="urgent")
+
+    declined = run("queue", "purge", "--status", "queued", input="n\n")
+    accepted = run("queue", "purge", "--status", "queued", "--queue", "urgent", input="y\n")
+
+    assert declined.exit_code == 1
+    assert "Delete every queued job?" in declined.output
+    assert queue.counts() == {}
+    assert "Delete every queued job in queue urgent?" in accepted.output
+    assert "deleted 1 jobs" in accepted.output
+
+
+def test_enqueue_noop_then_worker_runs_it(run, queue):
+    result = run("queue", "enqueue", "--queue", "urgent")
+    job_id = result.output.strip()
+
+    job = queue.fetch_job(job_id)
+    assert job.func == "promptgen.queue_admin:noop"
+    assert job.queue == "urgent"
+
+    worker = run("worker", "--burst", "--queues", "urgent")
+    assert worker.exit_code == 0
+    assert queue.fetch_job(job_id).result == "ok"
+
+
+def test_enqueue_with_delay(run, queue):
+    before = time.time()
+    job_id = run("queue", "enqueue", "--delay", "30").output.strip()
+
+    job = queue.fetch_job(job_id)
+    assert job.status == "scheduled"
+    assert job.run_at >= before + 30
+
+
+def test_prune_command(run, queue, app):
+    app.config["QUEUE_KEEP_FINISHED_SECONDS"] = 0
+    _finish(queue)
+    failed = _fail(queue)
+
+    result = run("queue", "prune")
+
+    assert result.output == "deleted 1 old jobs\n"
+    assert queue.fetch_job(failed).status == "failed"
+
+
+def test_worker_queues_option_limits_claims(run, queue):
+    urgent = queue.enqueue(jobs_for_tests.add, 1, 2, queue="urgent")
+    default = queue.enqueue(jobs_for_tests.add, 1, 2)
+
+    result = run("worker", "--burst", "--queues", "urgent")
+
+    assert result.exit_code == 0
+    assert queue.fetch_job(urgent).status == "finished"
+    assert queue.fetch_job(default).status == "queued"
+
+
+def test_worker_rejects_empty_queues_option(run):
+    result = run("worker", "--burst", "--queues", " , ")
+
+    assert result.exit_code == 2
+    assert "no queue names" in result.output
