@@ -1,16 +1,27 @@
 """The generate and store jobs against the simulator, with the app serving its webhook."""
 
+import email.utils
 import io
+import socket
+import time
 
 import httpx
 import pytest
 from PIL import Image, ImageChops
 from werkzeug.wrappers import Response
 
-from promptgen.downloads import DownloadRejected, check_output_url, download_output
+from promptgen.downloads import (
+    DownloadRejected,
+    OutputExpired,
+    pinned_request,
+    check_output_url,
+    download_output,
+    is_public_address,
+)
 from promptgen.extensions import db
 from promptgen.jobs import generate_prediction, store_output
 from promptgen.models import Prediction
+from promptgen.replicate_api import parse_retry_after
 from promptgen.simulator import create_simulator_app
 from promptgen.worker import Worker
 
@@ -235,8 +246,8 @@ def test_download_accepts_png(app, file_server):
     ("response", "message"),
     [
         (Response("<html>hi</html>", mimetype="text/html"), "output is not a usable image"),
-        (Response("gone", status=404), "answered HTTP 404"),
-        (Response("", status=302, headers={"Location": "http://169.254.169.254/"}), "answered HTTP 302"),
+        (Response("gone", status=404), "returned HTTP 404"),
+        (Response("", status=302, headers={"Location": "http://169.254.169.254/"}), "returned HTTP 302"),
         (Response(b"\x89PNG" + b"\x00" * 2000, mimetype="image/png"), "over the 1000-byte limit"),
     ],
 )
@@ -260,3 +271,93 @@ def test_download_rejects_stream_without_length(app, file_server):
         download_output(file_server.url + "/a.png", local_config(app, file_server, OUTPUT_MAX_BYTES=1000))
 
     assert str(error.value) == "the file is over the 1000-byte limit"
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.215.14", True),
+        ("2606:4700::6810:85e5", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.9", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+    ],
+)
+def test_is_public_address(address, public):
+    assert is_public_address(address) is public
+
+
+def test_download_rejects_host_with_private_address(app, monkeypatch):
+    app.config.update(REPLICATE_LOCAL=False, REPLICATE_OUTPUT_HOSTS=("replicate.delivery",))
+    resolved = []
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        resolved.append((host, port))
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
+
+    def no_connection(*args, **kwargs):
+        raise AssertionError("a connection was attempted")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", no_connection)
+
+    with pytest.raises(DownloadRejected) as error:
+        download_output("https://pbxt.replicate.delivery/a/out-0.png", app.config)
+
+    assert str(error.value) == "'pbxt.replicate.delivery' resolves to the non-public address 10.0.0.7"
+    assert resolved == [("pbxt.replicate.delivery", 443)]
+
+
+def test_download_rejects_loopback_host(app, monkeypatch):
+    app.config.update(REPLICATE_LOCAL=False, REPLICATE_OUTPUT_HOSTS=("localhost",))
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", lambda *args, **kwargs: pytest.fail("connected"))
+
+    with pytest.raises(DownloadRejected) as error:
+        download_output("https://localhost/out-0.png", app.config)
+
+    assert "resolves to the non-public address" in str(error.value)
+
+
+def test_pinned_request_keeps_host_name(monkeypatch):
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, *args, **kwargs: [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:4700::1", port, 0, 0))],
+    )
+
+    url, headers, extensions = pinned_request("https://replicate.delivery/pbxt/a.png?sig=1")
+
+    assert url == "https://[2606:4700::1]/pbxt/a.png?sig=1"
+    assert headers == {"Host": "replicate.delivery"}
+    assert extensions == {"sni_hostname": "replicate.delivery"}
+
+
+def test_download_expired_output(app, file_server):
+    file_server.response = Response("gone", status=410)
+
+    with pytest.raises(OutputExpired):
+        download_output(file_server.url + "/a.png", local_config(app, file_server))
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("7", 7.0), ("", None), (None, None), ("soon", None), ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0)],
+)
+def test_parse_retry_after(value, seconds):
+    assert parse_retry_after(value) == seconds
+
+
+def test_parse_retry_after_http_date():
+    moment = email.utils.formatdate(time.time() + 30, usegmt=True)
+
+    assert 25 <= parse_retry_after(moment) <= 31

@@ -3,7 +3,7 @@
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -89,18 +89,40 @@ class Prediction(db.Model):
     )
     replicate_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    #: When the first create request was sent. A retry that finds it set looks for the
+    #: prediction that request may have created before it creates another one.
+    sent_at: Mapped[datetime | None]
+    create_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     #: Output URL that the store job downloads the image from.
     output_url: Mapped[str | None] = mapped_column(Text)
+    download_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: True when Replicate removed the output before the store job could download it.
+    output_expired: Mapped[bool] = mapped_column(default=False, server_default="0")
     image: Mapped[bytes | None] = mapped_column(LargeBinary)
     image_mime: Mapped[str | None] = mapped_column(String(32))
     #: Replicate's error, or why the output could not be stored.
     error: Mapped[str | None] = mapped_column(Text)
     logs: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Time of the last change to the row, or of the last reconcile check that found none.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
 
     prompt: Mapped[Prompt] = relationship(back_populates="predictions")
+    deliveries: Mapped[list["WebhookDelivery"]] = relationship(
+        back_populates="prediction",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="WebhookDelivery.id",
+    )
+
+    __table_args__ = (Index("ix_predictions_status_updated_at", "status", "updated_at"),)
+
+    @property
+    def is_pending(self):
+        """True while the model may still run: queued, starting or processing."""
+        return self.status not in self.TERMINAL
 
     @property
     def is_final(self):
@@ -127,7 +149,12 @@ class Prediction(db.Model):
 
 
 class WebhookDelivery(db.Model):
-    """A webhook request that passed verification, kept so a repeat is recognized."""
+    """A webhook request that passed verification, kept so a repeat is recognized.
+
+    Replicate's requests do not name the event that caused them, so event is derived from
+    the body: "start" for starting, "completed" for a terminal status, and "output" or
+    "logs" for processing, depending on whether the body has an output yet.
+    """
 
     __tablename__ = "webhook_deliveries"
 
@@ -137,5 +164,18 @@ class WebhookDelivery(db.Model):
     prediction_id: Mapped[int] = mapped_column(
         ForeignKey("predictions.id", ondelete="CASCADE"), index=True
     )
+    event: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="deliveries")
+
+    @staticmethod
+    def event_for(payload):
+        """Return the webhook event that a prediction body with this status was sent for."""
+        status = payload.get("status")
+        if status in Prediction.TERMINAL:
+            return "completed"
+        if status == Prediction.STARTING:
+            return "start"
+        return "output" if payload.get("output") else "logs"

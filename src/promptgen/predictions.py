@@ -14,15 +14,17 @@ def start_prediction(prompt):
     Returns the new row. If the job cannot be queued the row is marked failed with the
     reason, so the page never shows a placeholder that nothing will fill.
     """
-    from . import jobs
-    from .queue import enqueue
+    from .creation import PREDICTION_QUEUE
+    from .queue import enqueue_call
 
     prediction = Prediction(prompt=prompt)
     db.session.add(prediction)
     db.session.commit()
 
     try:
-        job_id = enqueue(jobs.generate_prediction, prediction.id)
+        job_id = enqueue_call(
+            "promptgen.jobs:generate_prediction", (prediction.id,), queue=PREDICTION_QUEUE
+        )
     except Exception as error:  # the queue file may be missing, full or locked
         logger.exception("prediction %s: could not be queued", prediction.id)
         prediction.status = Prediction.FAILED
@@ -38,7 +40,9 @@ def apply_remote_state(prediction, remote):
     """Update prediction from a Replicate prediction object or webhook body (a dict).
 
     Status only moves forward: events that arrive late or twice change nothing. Returns
-    True when this call moved the row to succeeded with an output left to download.
+    True when this call moved the row to succeeded with an output left to download. A
+    succeeded prediction whose files Replicate already removed (data_removed) is marked
+    as an expired output instead.
     """
     remote_id = remote.get("id")
     if prediction.replicate_id is None and remote_id:
@@ -59,11 +63,45 @@ def apply_remote_state(prediction, remote):
         prediction.error = None
     elif status == Prediction.SUCCEEDED:
         prediction.output_url = first_output_url(remote.get("output"))
+        if remote.get("data_removed"):
+            mark_output_expired(prediction)
+            return False
         if prediction.output_url is None:
             prediction.error = "The model finished but returned no image."
             return False
         return True
     return False
+
+
+def mark_output_expired(prediction):
+    """Record that Replicate removed the output before it was stored. The caller commits."""
+    prediction.output_expired = True
+    prediction.error = "The output expired before it could be stored."
+
+
+def fail_prediction(prediction_id, message):
+    """Record message as the row's error in its own transaction; a succeeded row keeps its status."""
+    prediction = db.session.get(Prediction, prediction_id)
+    if prediction is None:
+        db.session.rollback()
+        return
+    if prediction.status != Prediction.SUCCEEDED:
+        prediction.advance(Prediction.FAILED)
+    prediction.error = message
+    db.session.commit()
+    logger.warning("prediction %s: failed: %s", prediction_id, message)
+
+
+def cancel_locally(prediction):
+    """Move a pending row to canceled; return its Replicate id to cancel upstream, or None.
+
+    The caller commits. Late webhooks for the row change nothing, because canceled is terminal.
+    """
+    if not prediction.is_pending:
+        return None
+    prediction.advance(Prediction.CANCELED)
+    prediction.error = None
+    return prediction.replicate_id
 
 
 def first_output_url(output):
@@ -76,6 +114,7 @@ def first_output_url(output):
 
 
 def needs_download(prediction):
+    """Return True for a succeeded row whose output is still to be stored."""
     return (
         prediction.status == Prediction.SUCCEEDED
         and prediction.image is None

@@ -3,9 +3,12 @@
 import logging
 import threading
 import time
+from email.utils import parsedate_to_datetime
 
+import httpx
 import replicate
 from flask import current_app
+from replicate.exceptions import ReplicateError
 from replicate.webhook import WebhookSigningSecret
 
 from .tokens import sign_prediction_id
@@ -20,11 +23,92 @@ _versions = {}
 _webhook_secrets = {}
 
 
+class Throttled(ReplicateError):
+    """HTTP 429 from Replicate, with the seconds to wait from its Retry-After header, or None."""
+
+    def __init__(self, retry_after=None, **fields):
+        super().__init__(**fields)
+        self.retry_after = retry_after
+
+
 def get_client():
+    """Return a client with the configured timeouts that raises Throttled for HTTP 429.
+
+    The client's own transport retries GET requests on 429, 503 and 504, but never POST,
+    so creates and cancels are retried by the jobs that send them.
+    """
     config = current_app.config
-    return replicate.Client(
-        api_token=config["REPLICATE_API_TOKEN"], base_url=config["REPLICATE_BASE_URL"]
+    timeout = httpx.Timeout(
+        config["REPLICATE_TIMEOUT"], connect=config["REPLICATE_CONNECT_TIMEOUT"]
     )
+    return replicate.Client(
+        api_token=config["REPLICATE_API_TOKEN"],
+        base_url=config["REPLICATE_BASE_URL"],
+        timeout=timeout,
+        transport=TimeoutTransport(timeout),
+        event_hooks={"response": [_raise_throttled]},
+    )
+
+
+class TimeoutTransport(httpx.HTTPTransport):
+    """An HTTP transport that applies default timeouts to requests sent without any.
+
+    replicate 1.0.7 sends predictions.create with timeout=None, which turns every timeout
+    off, unless the call sets wait. Without this a create could hang for good.
+    """
+
+    def __init__(self, timeout, **kwargs):
+        super().__init__(**kwargs)
+        self.default_timeout = timeout.as_dict()
+
+    def handle_request(self, request):
+        timeouts = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            name: self.default_timeout[name] if timeouts.get(name) is None else timeouts[name]
+            for name in self.default_timeout
+        }
+        return super().handle_request(request)
+
+
+def _raise_throttled(response):
+    if response.status_code != 429:
+        return
+    response.read()
+    error = ReplicateError.from_response(response)
+    raise Throttled(
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        type=error.type,
+        title=error.title,
+        status=error.status,
+        detail=error.detail,
+        instance=error.instance,
+    )
+
+
+def parse_retry_after(value):
+    """Return the seconds to wait from a Retry-After value (a delay or an HTTP date), or None."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def is_retryable(error):
+    """Return True for failures worth repeating: no response, HTTP 429 or HTTP 5xx."""
+    if isinstance(error, httpx.TransportError):
+        return True
+    return error.status is None or error.status == 429 or error.status >= 500
+
+
+def webhooks_enabled():
+    """Return False when REPLICATE_WEBHOOKS is off, so the worker polls each prediction."""
+    return str(current_app.config["REPLICATE_WEBHOOKS"]).strip().lower() not in ("off", "0", "false", "no")
 
 
 def latest_version_id(client, model):
@@ -59,6 +143,10 @@ def webhook_secret():
 
 
 def webhook_url(prediction_id):
-    """Return the URL Replicate posts this prediction's events to, with its signed token."""
+    """Return the URL Replicate posts this prediction's events to, with its signed token.
+
+    The token has no timestamp, so the URL is the same every time, which lets a retried
+    create recognize the prediction an earlier attempt created.
+    """
     base = current_app.config["PUBLIC_URL"]
     return f"{base}/replicate/webhook?token={sign_prediction_id(prediction_id)}"

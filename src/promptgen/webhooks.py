@@ -5,14 +5,16 @@ import logging
 
 from flask import Blueprint, current_app, request
 from replicate.webhook import Webhooks
+from sqlalchemy.exc import IntegrityError
 
-from . import jobs
-from .extensions import csrf, db
+from .creation import PREDICTION_QUEUE
+from .extensions import begin_immediate, csrf, db
 from .models import Prediction, WebhookDelivery
 from .predictions import apply_remote_state
-from .queue import enqueue
+from .queue import enqueue_call
 from .replicate_api import webhook_secret
 from .tokens import InvalidToken, load_prediction_id
+from .write_lock import database_write_lock
 
 bp = Blueprint("webhooks", __name__)
 logger = logging.getLogger(__name__)
@@ -37,13 +39,13 @@ def receive():
             tolerance=current_app.config["WEBHOOK_TOLERANCE"],
         )
     except ValueError as error:
-        logger.warning("webhook %r rejected: %s", webhook_id, error)
+        logger.warning("webhook %r from %s rejected: %s", webhook_id, request.remote_addr, error)
         return {"error": f"Invalid webhook signature: {error}"}, 401
 
     try:
         prediction_id = load_prediction_id(request.args.get("token", ""))
     except InvalidToken as error:
-        logger.warning("webhook %r rejected: %s", webhook_id, error)
+        logger.warning("webhook %r from %s rejected: %s", webhook_id, request.remote_addr, error)
         return {"error": "Invalid or missing token."}, 403
 
     payload = _parse_payload(body)
@@ -68,37 +70,80 @@ def _parse_payload(body):
 
 
 def _record(webhook_id, prediction_id, payload):
-    """Apply a verified event in one write transaction and answer Replicate."""
+    """Apply a verified event in one write transaction and return the response for Replicate.
+
+    A repeat is recognized by a read that takes no write lock, and the write transaction
+    runs under database_write_lock, so concurrent deliveries queue without sleeping.
+    """
+    if _is_recorded(webhook_id):
+        logger.info("webhook %s for prediction %s is a repeat", webhook_id, prediction_id)
+        return {"result": "duplicate"}, 200
+
+    with database_write_lock(current_app.config):
+        try:
+            response, store = _apply(webhook_id, prediction_id, payload)
+        finally:
+            db.session.rollback()
+
+    if store:
+        enqueue_call("promptgen.jobs:store_output", (prediction_id,), queue=PREDICTION_QUEUE)
+    return response
+
+
+def _is_recorded(webhook_id):
+    token = begin_immediate.set(False)
+    try:
+        found = db.session.scalar(db.select(WebhookDelivery.id).filter_by(webhook_id=webhook_id))
+        db.session.rollback()
+    finally:
+        begin_immediate.reset(token)
+    return found is not None
+
+
+def _apply(webhook_id, prediction_id, payload):
+    """Record the delivery and apply its state; return (response, whether to store the output)."""
     remote_id = payload["id"]
     prediction = db.session.get(Prediction, prediction_id)
     if prediction is None:
         logger.info("webhook %s for deleted prediction %s (%s) ignored", webhook_id, prediction_id, remote_id)
-        return {"result": "prediction deleted"}, 200
+        return ({"result": "prediction deleted"}, 200), False
 
     if prediction.replicate_id not in (None, remote_id):
         logger.warning(
             "webhook %s names %s but prediction %s is %s",
             webhook_id, remote_id, prediction_id, prediction.replicate_id,
         )
-        return {"error": "The token belongs to another prediction."}, 409
+        return ({"error": "The token belongs to another prediction."}, 409), False
 
-    duplicate = db.session.scalar(db.select(WebhookDelivery).filter_by(webhook_id=webhook_id))
-    if duplicate is not None:
-        db.session.rollback()
-        logger.info("webhook %s for prediction %s is a repeat", webhook_id, prediction_id)
-        return {"result": "duplicate"}, 200
+    # Checked again inside the write transaction, for a repeat that arrived meanwhile.
+    if _is_recorded_in_transaction(webhook_id):
+        logger.info("webhook %s for prediction %s is a concurrent repeat", webhook_id, prediction_id)
+        return ({"result": "duplicate"}, 200), False
 
+    event = WebhookDelivery.event_for(payload)
     db.session.add(
-        WebhookDelivery(webhook_id=webhook_id, prediction_id=prediction_id, status=payload["status"])
+        WebhookDelivery(
+            webhook_id=webhook_id, prediction_id=prediction_id, event=event, status=payload["status"]
+        )
     )
     old_status = prediction.status
     store = apply_remote_state(prediction, payload)
-    db.session.commit()
-    logger.info(
-        "webhook %s: prediction %s (%s) %s -> %s",
-        webhook_id, prediction_id, remote_id, old_status, prediction.status,
-    )
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Only a transaction that did not begin immediate can get here, when another
+        # process stored the same webhook-id first.
+        db.session.rollback()
+        logger.info("webhook %s for prediction %s is a concurrent repeat", webhook_id, prediction_id)
+        return ({"result": "duplicate"}, 200), False
 
-    if store:
-        enqueue(jobs.store_output, prediction_id)
-    return {"result": "accepted"}, 200
+    logger.info(
+        "webhook %s (%s): prediction %s (%s) %s -> %s",
+        webhook_id, event, prediction_id, remote_id, old_status, prediction.status,
+    )
+    return ({"result": "accepted"}, 200), store
+
+
+def _is_recorded_in_transaction(webhook_id):
+    found = db.session.scalar(db.select(WebhookDelivery.id).filter_by(webhook_id=webhook_id))
+    return found is not None

@@ -20,7 +20,9 @@ from ..extensions import db
 from ..filters import card_state
 from ..images import InvalidImage, make_thumbnail, normalize_upload
 from ..models import Prediction, Prompt
-from ..predictions import start_prediction
+from ..creation import PREDICTION_QUEUE
+from ..predictions import cancel_locally, start_prediction
+from ..queue import enqueue_call
 from ..responses import form_status
 from . import bp
 from .forms import NewPromptForm, PromptForm
@@ -139,9 +141,13 @@ def delete(prompt_id):
     if request.method == "GET":
         return render_template("prompts/delete.html", prompt=prompt)
 
+    pending = [p.replicate_id for p in prompt.predictions if p.is_pending and p.replicate_id]
     db.session.delete(prompt)
     db.session.commit()
 
+    # Pending predictions are canceled on Replicate too. One whose create is still in flight
+    # has no Replicate id yet, and its generate job cancels it when it finds the row gone.
+    _cancel_upstream(pending)
     logger.info("prompt %s deleted by account %s", prompt_id, current_user.id)
     flash("Prompt deleted.", "success")
     return redirect(url_for("prompts.index"))
@@ -154,6 +160,31 @@ def generate(prompt_id):
     start_prediction(prompt)
     flash("A new variation is on its way.", "success")
     return redirect(url_for("prompts.show", prompt_id=prompt.id))
+
+
+@bp.post("/<int:prompt_id>/predictions/<int:prediction_id>/cancel")
+def cancel(prompt_id, prediction_id):
+    """Cancel a pending prediction here at once, and on Replicate through a job."""
+    prediction = get_own_prediction(prompt_id, prediction_id)
+    if not prediction.is_pending:
+        flash("That variation has already finished.", "info")
+        return redirect(url_for("prompts.show", prompt_id=prompt_id))
+
+    replicate_id = cancel_locally(prediction)
+    db.session.commit()
+
+    _cancel_upstream([replicate_id] if replicate_id else [])
+    logger.info("prediction %s (%s) canceled by account %s", prediction_id, replicate_id, current_user.id)
+    flash("Variation canceled.", "success")
+    return redirect(url_for("prompts.show", prompt_id=prompt_id))
+
+
+def _cancel_upstream(replicate_ids):
+    for replicate_id in replicate_ids:
+        try:
+            enqueue_call("promptgen.jobs:cancel_remote", (replicate_id,), queue=PREDICTION_QUEUE)
+        except Exception:  # the queue file may be missing, full or locked
+            logger.exception("cancel of %s could not be queued", replicate_id)
 
 
 @bp.get("/<int:prompt_id>/predictions/<int:prediction_id>")
@@ -190,8 +221,11 @@ def download(prompt_id, prediction_id):
 def delete_prediction(prompt_id, prediction_id):
     """Delete one prediction of a prompt."""
     prediction = get_own_prediction(prompt_id, prediction_id)
+    pending = [prediction.replicate_id] if prediction.is_pending and prediction.replicate_id else []
     db.session.delete(prediction)
     db.session.commit()
+
+    _cancel_upstream(pending)
 
     logger.info("prediction %s deleted by account %s", prediction_id, current_user.id)
     flash("Variation deleted.", "success")

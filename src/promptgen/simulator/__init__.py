@@ -62,13 +62,21 @@ def create_simulator_app(config=None, instance_path=None):
     return app
 
 
-def serve(host="127.0.0.1", port=5001, delay=1.0, instance_path=None, config=None):
-    """Serve the simulator with werkzeug until interrupted. config overrides DEFAULTS."""
+def serve(host="127.0.0.1", port=5001, delay=1.0, instance_path=None, config=None, faults=None):
+    """Serve the simulator with werkzeug until interrupted.
+
+    config overrides DEFAULTS, and faults is a dict of fault switches (see faults.py).
+    """
     _configure_logging()
-    app = create_simulator_app({**(config or {}), "SIMULATOR_DELAY": delay}, instance_path)
+    config = {**(config or {}), "SIMULATOR_DELAY": delay}
+    if faults:
+        config["SIMULATOR_FAULTS"] = faults
+    app = create_simulator_app(config, instance_path)
     logger.info(
         "Replicate simulator serving http://%s:%d with a delay of %.2f s", host, port, delay
     )
+    if faults:
+        logger.warning("fault switches on: %s", faults)
     run_simple(host, port, app, threaded=True)
 
 

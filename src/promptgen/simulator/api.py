@@ -3,6 +3,7 @@
 import base64
 import binascii
 import re
+import time
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
@@ -13,6 +14,7 @@ from .service import MAX_PREFER_WAIT, check_model
 
 api = Blueprint("replicate_api", __name__, url_prefix="/v1")
 files = Blueprint("replicate_files", __name__)
+control = Blueprint("simulator_control", __name__, url_prefix="/_simulator")
 
 #: "Prefer: wait" or "Prefer: wait=N" requests that create hold its response until the
 #: prediction ends, for up to N seconds.
@@ -70,6 +72,7 @@ def list_predictions():
     """List predictions newest first, in pages linked by opaque cursors."""
     before, after = decode_cursor(request.args.get("cursor"))
     service = simulator()
+    service.stats.add("lists")
     page = service.store.page(service.settings.page_size, before=before, after=after)
 
     next_url = previous_url = None
@@ -97,10 +100,36 @@ def webhook_secret():
 
 @files.get("/files/<prediction_id>/<int:index>.png")
 def output_file(prediction_id, index):
-    data = simulator().store.get_file(prediction_id, index)
+    service = simulator()
+    service.stats.add("file_requests")
+    delay = service.faults.get("output_delay")
+    if delay:
+        time.sleep(delay)
+    data = service.store.get_file(prediction_id, index)
     if data is None:
         raise not_found(f"Output file {index} of prediction {prediction_id} not found.")
     return Response(data, mimetype="image/png")
+
+
+@control.get("/faults")
+def get_faults():
+    return jsonify(simulator().faults.snapshot())
+
+
+@control.post("/faults")
+def set_faults():
+    """Change the fault switches named in the JSON body and return them all."""
+    try:
+        simulator().faults.update(json_body())
+    except ValueError as error:
+        raise ApiError(400, "Invalid fault switches", str(error)) from error
+    return jsonify(simulator().faults.snapshot())
+
+
+@control.get("/stats")
+def get_stats():
+    """Return the counts of create requests, creates, gets, lists, cancels and webhooks."""
+    return jsonify(simulator().stats.snapshot())
 
 
 def json_body():
@@ -157,5 +186,6 @@ def render_http_error(error):
 def register(app):
     app.register_blueprint(api)
     app.register_blueprint(files)
+    app.register_blueprint(control)
     app.register_error_handler(ApiError, render_api_error)
     app.register_error_handler(HTTPException, render_http_error)

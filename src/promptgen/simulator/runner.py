@@ -30,6 +30,7 @@ class PredictionRun:
     def __init__(self, simulator, prediction):
         self.store = simulator.store
         self.sender = simulator.sender
+        self.faults = simulator.faults
         self.settings = simulator.settings
         self.id = prediction["id"]
         self.base_url = prediction["urls"]["get"].removesuffix(f"v1/predictions/{self.id}")
@@ -70,6 +71,9 @@ class PredictionRun:
 
         images = self._generate(source, seed)
         if not self._show_progress(started):
+            return
+        if self.faults.get("fail_predictions"):
+            self._fail("The model failed, as the fail_predictions switch asks.")
             return
         self._succeed(images, started)
 
@@ -154,6 +158,10 @@ class PredictionRun:
             predict_time,
             len(output),
         )
+        if self.faults.get("expire_outputs"):
+            # The webhook still carries the output URLs, as it would have before the removal.
+            self.store.remove_files(self.id)
+            logger.info("prediction %s: output files removed by the expire_outputs switch", self.id)
         self.sender.send(prediction, "output")
         self.sender.send(prediction, "completed")
 

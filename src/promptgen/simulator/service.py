@@ -2,10 +2,12 @@
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from . import catalog
 from .errors import ApiError, not_found
+from .faults import Faults, Stats
 from .inputs import check_input, check_request, describe
 from .runner import PredictionRun
 from .signing import check_secret, load_or_create_secret
@@ -43,9 +45,11 @@ class Settings:
 class Simulator:
     """The store, the webhook sender and the settings, with the operations the routes call."""
 
-    def __init__(self, settings, sender):
+    def __init__(self, settings, sender, faults=None, stats=None):
         self.settings = settings
         self.sender = sender
+        self.faults = faults or Faults()
+        self.stats = stats or Stats()
         self.store = PredictionStore()
 
     @classmethod
@@ -58,13 +62,17 @@ class Simulator:
         else:
             secret = load_or_create_secret(instance_path)
 
+        faults = Faults(config.get("SIMULATOR_FAULTS"))
+        stats = Stats()
         sender = WebhookSender(
             secret,
             attempts=int(config["SIMULATOR_WEBHOOK_ATTEMPTS"]),
             backoff=float(config["SIMULATOR_WEBHOOK_BACKOFF"]),
             timeout=float(config["SIMULATOR_WEBHOOK_TIMEOUT"]),
+            faults=faults,
+            stats=stats,
         )
-        return cls(Settings.from_config(config), sender)
+        return cls(Settings.from_config(config), sender, faults, stats)
 
     @property
     def webhook_secret(self):
@@ -82,6 +90,8 @@ class Simulator:
         POST /v1/predictions, whose body names the version. wait is the number of seconds
         from a "Prefer: wait" header, or None.
         """
+        self.stats.add("create_requests")
+        self._apply_create_faults()
         problems = check_request(body, needs_version=model is None)
         if problems:
             raise validation_error(problems)
@@ -109,16 +119,39 @@ class Simulator:
             logger.info("prediction %s created without a webhook", prediction["id"])
 
         # "start" is queued before the run begins, so no other event can overtake it.
+        self.stats.add("creates")
         self.sender.send(prediction, "start")
         self._start_run(prediction)
 
+        if self.faults.take("stall_creates"):
+            stall = self.faults.get("create_stall")
+            logger.warning("prediction %s created, holding the response %.1f s", prediction["id"], stall)
+            time.sleep(stall)
         if wait:
             self.store.wait_until_finished(prediction["id"], min(wait, MAX_PREFER_WAIT))
             return self.store.get(prediction["id"])
         return prediction
 
+    def _apply_create_faults(self):
+        """Raise HTTP 429 or 503 while the throttle_creates or fail_creates counter is above zero."""
+        if self.faults.take("throttle_creates"):
+            self.stats.add("creates_throttled")
+            retry_after = self.faults.get("retry_after")
+            logger.warning("create throttled by the throttle_creates switch")
+            raise ApiError(
+                429,
+                "Request was throttled",
+                f"Request was throttled. Expected available in {retry_after} seconds.",
+                headers={"Retry-After": str(retry_after)},
+            )
+        if self.faults.take("fail_creates"):
+            self.stats.add("creates_failed")
+            logger.warning("create failed by the fail_creates switch")
+            raise ApiError(503, "Service Unavailable", "The simulator is failing creates on purpose.")
+
     def cancel_prediction(self, prediction_id):
         """Cancel a running prediction and return its JSON. A finished one is returned unchanged."""
+        self.stats.add("cancels")
         prediction = self.store.transition(prediction_id, {"starting", "processing"}, "canceled")
         if prediction is not None:
             logger.info("prediction %s canceled", prediction_id)
@@ -131,6 +164,7 @@ class Simulator:
         return prediction
 
     def get_prediction(self, prediction_id):
+        self.stats.add("gets")
         prediction = self.store.get(prediction_id)
         if prediction is None:
             raise not_found(f"Prediction {prediction_id} not found.")

@@ -40,6 +40,7 @@ class Prediction:
     logs: str = ""
     output: list | None = None
     error: str | None = None
+    data_removed: bool = False
     metrics: dict = field(default_factory=dict)
     created_at: str = field(default_factory=timestamp)
     started_at: str | None = None
@@ -55,7 +56,7 @@ class Prediction:
             "input": self.input,
             "logs": self.logs,
             "output": self.output,
-            "data_removed": False,
+            "data_removed": self.data_removed,
             "error": self.error,
             "status": self.status,
             "created_at": self.created_at,
@@ -175,6 +176,16 @@ class PredictionStore:
         """
         with self._changed:
             return self._changed.wait_for(lambda: self._is_finished(prediction_id), timeout=timeout)
+
+    def remove_files(self, prediction_id):
+        """Delete a prediction's output files and mark its data removed, as Replicate does later."""
+        with self._changed:
+            prediction = self._predictions.get(prediction_id)
+            if prediction is None:
+                return
+            prediction.data_removed = True
+            self._files.pop(prediction_id, None)
+            self._changed.notify_all()
 
     def get_file(self, prediction_id, index):
         """Return the bytes of output file index of a prediction, or None."""

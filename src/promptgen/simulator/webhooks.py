@@ -9,6 +9,7 @@ import time
 import httpx
 
 from ..downloads import url_without_query
+from .faults import Faults, Stats
 from .signing import new_message_id, signed_headers
 
 __all__ = ["WebhookSender", "encode_body", "is_retryable"]
@@ -29,14 +30,17 @@ class WebhookSender:
     """Delivers webhook events in the order they happen, with one thread per prediction.
 
     A prediction's thread starts with its first event and ends after its "completed" event.
-    Events outside the prediction's webhook_events_filter are dropped by that thread.
+    Events outside the prediction's webhook_events_filter are dropped by that thread. The
+    fault switches can hold events back until "completed", delay, copy, unsign or drop them.
     """
 
-    def __init__(self, secret, attempts, backoff, timeout):
+    def __init__(self, secret, attempts, backoff, timeout, faults=None, stats=None):
         self.secret = secret
         self.attempts = attempts
         self.backoff = backoff
         self.timeout = timeout
+        self.faults = faults or Faults()
+        self.stats = stats or Stats()
         self._lock = threading.Lock()
         self._queues = {}
 
@@ -61,20 +65,51 @@ class WebhookSender:
     def _deliver_all(self, prediction_id, events):
         # trust_env=False sends each request straight to the webhook URL, never through a
         # proxy named in the environment.
+        held = []
         with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client:
             while True:
                 event, prediction = events.get()
-                if event in prediction["webhook_events_filter"]:
-                    self._deliver(client, event, prediction)
+                if event not in prediction["webhook_events_filter"]:
+                    pass
+                elif event != "completed" and self.faults.get("reorder_webhooks"):
+                    held.append((event, prediction))
+                else:
+                    self._deliver_copies(client, event, prediction)
                 if event == "completed":
                     break
+
+            # The reorder_webhooks switch sends the held events after "completed".
+            for event, prediction in held:
+                self._deliver_copies(client, event, prediction)
 
         with self._lock:
             del self._queues[prediction_id]
 
-    def _deliver(self, client, event, prediction):
-        """Post one event until it is accepted or the attempts run out, and return True on a 2xx."""
+    def _deliver_copies(self, client, event, prediction):
+        """Deliver one event as the switches ask: delayed, dropped, or in copies sent at once."""
+        delay = self.faults.get("webhook_delay")
+        if delay:
+            time.sleep(delay)
+        if self.faults.get("drop_webhooks"):
+            self.stats.add("webhooks_dropped")
+            logger.warning("webhook for prediction %s (event %s) dropped", prediction["id"], event)
+            return
+
         message_id = new_message_id()
+        copies = max(1, self.faults.get("duplicate_webhooks"))
+        threads = [
+            threading.Thread(target=self._deliver, args=(client, event, prediction, message_id))
+            for _ in range(copies - 1)
+        ]
+        for thread in threads:
+            thread.start()
+        self._deliver(client, event, prediction, message_id)
+        for thread in threads:
+            thread.join()
+
+    def _deliver(self, client, event, prediction, message_id=None):
+        """Post one event until it is accepted or the attempts run out, and return True on a 2xx."""
+        message_id = message_id or new_message_id()
         body = encode_body(prediction)
         context = (
             f"webhook {message_id} for prediction {prediction['id']} "
@@ -112,6 +147,9 @@ class WebhookSender:
         # The id stays the same across attempts so receivers can drop duplicates, while the
         # timestamp and signature are fresh, so late retries pass timestamp tolerance checks.
         headers = signed_headers(self.secret, message_id, body)
+        if self.faults.get("unsigned_webhooks"):
+            del headers["webhook-signature"]
+        self.stats.add("webhook_requests")
         try:
             response = client.post(url, content=body, headers=headers)
         except httpx.TransportError as error:

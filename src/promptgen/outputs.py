@@ -1,0 +1,92 @@
+"""Storing a succeeded prediction's output image in its row, once."""
+
+import logging
+from datetime import timedelta
+
+import httpx
+from flask import current_app
+
+from .creation import PREDICTION_QUEUE, retry_delay
+from .downloads import DownloadRejected, OutputExpired, download_output
+from .extensions import db
+from .models import Prediction, utcnow
+from .predictions import fail_prediction, mark_output_expired, needs_download
+from .queue import enqueue_call
+from .write_lock import database_write_lock
+
+logger = logging.getLogger(__name__)
+
+
+def store(prediction_id):
+    """Download the output of a succeeded row into it, unless it is stored or final already.
+
+    An output past OUTPUT_LIFETIME, or one whose host returns 404 or 410, is marked expired.
+    A rejected URL or file fails the row at once. Network failures and timeouts are retried
+    up to DOWNLOAD_MAX_ATTEMPTS times in all, then the row shows a failed download.
+    """
+    config = current_app.config
+    prediction = db.session.get(Prediction, prediction_id)
+    if prediction is None or not needs_download(prediction):
+        db.session.rollback()
+        return
+
+    created = prediction.sent_at or prediction.created_at
+    if utcnow() - created > timedelta(seconds=config["OUTPUT_LIFETIME"]):
+        mark_output_expired(prediction)
+        db.session.commit()
+        logger.warning("prediction %s: output expired before it was stored", prediction_id)
+        return
+
+    prediction.download_attempts += 1
+    attempt = prediction.download_attempts
+    url = prediction.output_url
+    db.session.commit()
+
+    try:
+        data, mime = download_output(url, config)
+    except OutputExpired as error:
+        _mark_expired(prediction_id, error)
+        return
+    except DownloadRejected as error:
+        logger.warning("prediction %s: output rejected: %s", prediction_id, error)
+        fail_prediction(prediction_id, f"The output could not be stored: {error}")
+        return
+    except httpx.TransportError as error:
+        _retry_or_fail(prediction_id, attempt, error)
+        return
+
+    with database_write_lock(config):
+        prediction = db.session.get(Prediction, prediction_id)
+        if prediction is None or not needs_download(prediction):
+            db.session.rollback()
+            return
+        prediction.image = data
+        prediction.image_mime = mime
+        db.session.commit()
+    logger.info("prediction %s: stored %d-byte %s", prediction_id, len(data), mime)
+
+
+def _mark_expired(prediction_id, error):
+    prediction = db.session.get(Prediction, prediction_id)
+    if prediction is None or not needs_download(prediction):
+        db.session.rollback()
+        return
+    mark_output_expired(prediction)
+    db.session.commit()
+    logger.warning("prediction %s: output expired: %s", prediction_id, error)
+
+
+def _retry_or_fail(prediction_id, attempt, error):
+    reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if attempt >= current_app.config["DOWNLOAD_MAX_ATTEMPTS"]:
+        fail_prediction(
+            prediction_id, f"The output download failed after {attempt} attempts ({reason})."
+        )
+        return
+
+    delay = retry_delay(attempt)
+    enqueue_call("promptgen.jobs:store_output", (prediction_id,), queue=PREDICTION_QUEUE, delay=delay)
+    logger.warning(
+        "prediction %s: download attempt %d failed (%s), retrying in %.1f s",
+        prediction_id, attempt, reason, delay,
+    )
