@@ -83,6 +83,23 @@ def test_generate_creates_one_remote_prediction(served_app, simulator):
     assert remote["input"]["image"].startswith("data:image/jpeg;base64,/9j/")
     assert remote["webhook"].startswith(f"{served_app.config['PUBLIC_URL']}/replicate/webhook?token=")
     assert remote["webhook_events_filter"] == ["start", "completed"]
+    assert remote["input"]["prompt_strength"] == 0.8
+    assert remote["input"]["num_inference_steps"] == 25
+    assert remote["input"]["scheduler"] == "DPMSolverMultistep"
+    assert "seed" not in remote["input"]
+
+
+def test_generate_sends_chosen_settings(served_app, simulator):
+    prediction_id = add_prompt(served_app)[2]
+    with served_app.app_context():
+        db.session.get(Prediction, prediction_id).settings = {"seed": 99, "guidance_scale": 12.0}
+        db.session.commit()
+
+    run(served_app, generate_prediction, prediction_id)
+
+    [remote] = remote_predictions(simulator)
+    assert remote["input"]["seed"] == 99
+    assert remote["input"]["guidance_scale"] == 12.0
 
 
 def test_generate_again_sends_nothing(served_app, simulator):

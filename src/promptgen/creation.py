@@ -7,6 +7,7 @@ import httpx
 from flask import current_app
 from replicate.exceptions import ReplicateError
 
+from . import settings
 from .extensions import db
 from .images import data_url
 from .models import Prediction, utcnow
@@ -50,7 +51,12 @@ def generate(prediction_id):
         return
 
     prompt = prediction.prompt
-    request = {"input": {"prompt": prompt.title, "image": data_url(prompt.image, prompt.image_mime)}}
+    model_input = {
+        "prompt": prompt.title,
+        "image": data_url(prompt.image, prompt.image_mime),
+        **settings.model_input(prediction.settings),
+    }
+    request = {"input": model_input}
     if webhooks_enabled():
         request["webhook"] = webhook_url(prediction_id)
         request["webhook_events_filter"] = WEBHOOK_EVENTS

@@ -2,6 +2,7 @@
 
 import re
 
+from . import settings
 from .images import data_url
 
 #: The step counter that Stable Diffusion's progress bar writes to the logs, e.g. " 40%|████ ".
@@ -21,6 +22,8 @@ def register(app):
     app.add_template_filter(status_label, "status_label")
     app.add_template_filter(card_state, "card_state")
     app.add_template_filter(duration, "duration")
+    app.add_template_filter(settings.describe, "describe_settings")
+    app.add_template_filter(settings.reported_seed, "reported_seed")
 
 
 def progress_percent(logs):

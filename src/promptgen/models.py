@@ -3,7 +3,7 @@
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -89,6 +89,8 @@ class Prediction(db.Model):
     )
     replicate_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    #: Model settings chosen for this run (see promptgen.settings); missing keys take defaults.
+    settings: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
     #: When the first create request was sent. A retry that finds it set looks for the
     #: prediction that request may have created before it creates another one.
     sent_at: Mapped[datetime | None]

@@ -8,8 +8,9 @@ from .models import Prediction
 logger = logging.getLogger(__name__)
 
 
-def start_prediction(prompt):
-    """Add a queued prediction for prompt, commit, and enqueue the job that sends it.
+def start_prediction(prompt, settings=None):
+    """Add a queued prediction for prompt with the given model settings, commit, and
+    enqueue the job that sends it.
 
     Returns the new row. If the job cannot be queued the row is marked failed with the
     reason, so the page never shows a placeholder that nothing will fill.
@@ -17,7 +18,7 @@ def start_prediction(prompt):
     from .creation import PREDICTION_QUEUE
     from .queue import enqueue_call
 
-    prediction = Prediction(prompt=prompt)
+    prediction = Prediction(prompt=prompt, settings=settings or {})
     db.session.add(prediction)
     db.session.commit()
 

@@ -1,7 +1,9 @@
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import StringField, TextAreaField
-from wtforms.validators import DataRequired, Length
+from wtforms import DecimalField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from .. import settings
 
 #: Longest prompt text accepted, in characters.
 MAX_TITLE_LENGTH = 500
@@ -24,8 +26,66 @@ class PromptForm(FlaskForm):
     image = FileField("Photo", description="JPEG, PNG or WebP, up to 10 MB.")
 
 
-class NewPromptForm(PromptForm):
-    """The create page, where a photo is required."""
+class SettingsForm(FlaskForm):
+    """The model settings of one prediction, with the model's defaults."""
+
+    prompt_strength = DecimalField(
+        "Prompt strength",
+        default=settings.DEFAULTS["prompt_strength"],
+        places=2,
+        validators=[
+            Optional(),
+            NumberRange(settings.MIN_PROMPT_STRENGTH, settings.MAX_PROMPT_STRENGTH),
+        ],
+        description="0 keeps the photo, 1 follows only the prompt.",
+    )
+    num_outputs = IntegerField(
+        "Images",
+        default=settings.DEFAULTS["num_outputs"],
+        validators=[Optional(), NumberRange(settings.MIN_OUTPUTS, settings.MAX_OUTPUTS)],
+        description=f"{settings.MIN_OUTPUTS} to {settings.MAX_OUTPUTS} per run.",
+    )
+    num_inference_steps = IntegerField(
+        "Inference steps",
+        default=settings.DEFAULTS["num_inference_steps"],
+        validators=[Optional(), NumberRange(settings.MIN_STEPS, settings.MAX_STEPS)],
+        description="More steps take longer and add detail.",
+    )
+    guidance_scale = DecimalField(
+        "Guidance scale",
+        default=settings.DEFAULTS["guidance_scale"],
+        places=1,
+        validators=[Optional(), NumberRange(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE)],
+        description="How closely the image follows the prompt.",
+    )
+    scheduler = SelectField(
+        "Scheduler",
+        choices=settings.SCHEDULERS,
+        default=settings.DEFAULTS["scheduler"],
+    )
+    seed = IntegerField(
+        "Seed",
+        validators=[Optional(), NumberRange(0, settings.MAX_SEED)],
+        description="Leave empty for a random seed.",
+    )
+    negative_prompt = StringField(
+        "Negative prompt",
+        validators=[Length(max=settings.MAX_NEGATIVE_PROMPT_LENGTH)],
+        description="What the image should not show.",
+    )
+
+    def to_settings(self):
+        """Return the submitted settings as plain values; an empty field takes its default."""
+        values = {name: getattr(self, name).data for name in settings.DEFAULTS}
+        values = {name: settings.DEFAULTS[name] if value is None else value for name, value in values.items()}
+        values["prompt_strength"] = float(values["prompt_strength"])
+        values["guidance_scale"] = float(values["guidance_scale"])
+        values["negative_prompt"] = values["negative_prompt"].strip()
+        return values
+
+
+class NewPromptForm(PromptForm, SettingsForm):
+    """The create page, where a photo is required and the first run's settings are chosen."""
 
     image = FileField(
         "Photo",

@@ -16,6 +16,7 @@ from sqlalchemy import func
 from sqlalchemy.orm import defer
 from werkzeug.utils import secure_filename
 
+from .. import settings
 from ..extensions import db
 from ..filters import card_state
 from ..images import InvalidImage, make_thumbnail, normalize_upload
@@ -25,7 +26,7 @@ from ..predictions import cancel_locally, start_prediction
 from ..queue import enqueue_call
 from ..responses import form_status
 from . import bp
-from .forms import NewPromptForm, PromptForm
+from .forms import NewPromptForm, PromptForm, SettingsForm
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def create():
     )
     _set_photo(prompt, photo)
     db.session.add(prompt)
-    start_prediction(prompt)
+    start_prediction(prompt, form.to_settings())
 
     logger.info("prompt %s created by account %s", prompt.id, current_user.id)
     flash("Prompt saved. The first variation is on its way.", "success")
@@ -108,8 +109,11 @@ def create():
 
 @bp.get("/<int:prompt_id>")
 def show(prompt_id):
+    """Show the photo, its predictions, and the settings form for another run."""
     prompt = get_own_prompt(prompt_id)
-    return render_template("prompts/show.html", prompt=prompt)
+    latest = prompt.predictions[0].settings if prompt.predictions else {}
+    form = SettingsForm(data=settings.complete(latest))
+    return render_template("prompts/show.html", prompt=prompt, form=form)
 
 
 @bp.route("/<int:prompt_id>/edit", methods=["GET", "POST"])
@@ -155,9 +159,13 @@ def delete(prompt_id):
 
 @bp.post("/<int:prompt_id>/predictions")
 def generate(prompt_id):
-    """Start another prediction of the same prompt."""
+    """Start another prediction of the prompt, with the same or changed settings."""
     prompt = get_own_prompt(prompt_id)
-    start_prediction(prompt)
+    form = SettingsForm()
+    if not form.validate_on_submit():
+        return render_template("prompts/show.html", prompt=prompt, form=form), 422
+
+    start_prediction(prompt, form.to_settings())
     flash("A new variation is on its way.", "success")
     return redirect(url_for("prompts.show", prompt_id=prompt.id))
 

@@ -1,0 +1,132 @@
+import pytest
+
+from promptgen import settings
+from promptgen.extensions import db
+from promptgen.models import Prediction
+
+from .conftest import create_prompt, csrf_token
+
+CHANGED = {
+    "prompt_strength": "0.55",
+    "num_outputs": "2",
+    "num_inference_steps": "40",
+    "guidance_scale": "9.5",
+    "scheduler": "K_EULER",
+    "seed": "1234",
+    "negative_prompt": " blurry ",
+}
+
+
+@pytest.fixture
+def logged_in(accounts):
+    accounts.signup()
+
+
+def all_settings(app):
+    with app.app_context():
+        return db.session.scalars(db.select(Prediction.settings).order_by(Prediction.id)).all()
+
+
+def test_model_input_leaves_out_unset_values():
+    assert settings.model_input({}) == {
+        "prompt_strength": 0.8,
+        "num_outputs": 1,
+        "num_inference_steps": 25,
+        "guidance_scale": 7.5,
+        "scheduler": "DPMSolverMultistep",
+    }
+    assert settings.model_input({"seed": 0, "negative_prompt": "fog"})["seed"] == 0
+    assert settings.model_input({"seed": 0, "negative_prompt": "fog"})["negative_prompt"] == "fog"
+
+
+def test_reported_seed_read_from_logs():
+    assert settings.reported_seed("Using seed: 48213\n  0%|") == 48213
+    assert settings.reported_seed("") is None
+    assert settings.reported_seed(None) is None
+
+
+def test_describe_settings():
+    text = settings.describe({"prompt_strength": 0.55, "guidance_scale": 9.5, "negative_prompt": "fog"})
+
+    assert text == "strength 0.55 · 25 steps · guidance 9.5 · DPMSolverMultistep · not “fog”"
+
+
+def test_create_stores_default_settings(client, app, logged_in, photo_bytes):
+    create_prompt(client, photo_bytes)
+
+    assert all_settings(app) == [settings.DEFAULTS]
+
+
+def test_create_stores_chosen_settings(client, app, logged_in, photo_bytes):
+    import io
+
+    token = csrf_token(client, "/prompts/new")
+    data = {"title": "a cat", "csrf_token": token, "image": (io.BytesIO(photo_bytes), "p.jpg"), **CHANGED}
+
+    response = client.post("/prompts", data=data, content_type="multipart/form-data")
+
+    assert response.status_code == 302
+    assert all_settings(app) == [
+        {
+            "prompt_strength": 0.55,
+            "num_outputs": 2,
+            "num_inference_steps": 40,
+            "guidance_scale": 9.5,
+            "scheduler": "K_EULER",
+            "seed": 1234,
+            "negative_prompt": "blurry",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("prompt_strength", "1.5", "Number must be between 0.0 and 1.0."),
+        ("prompt_strength", "strong", "Not a valid decimal value."),
+        ("num_outputs", "5", "Number must be between 1 and 4."),
+        ("num_inference_steps", "0", "Number must be between 1 and 100."),
+        ("num_inference_steps", "101", "Number must be between 1 and 100."),
+        ("guidance_scale", "25", "Number must be between 1.0 and 20.0."),
+        ("scheduler", "FASTEST", "Not a valid choice."),
+        ("seed", "-1", "Number must be between 0 and 4294967295."),
+        ("negative_prompt", "x" * 501, "Field cannot be longer than 500 characters."),
+    ],
+)
+def test_generate_again_rejects_invalid_settings(client, app, logged_in, photo_bytes, name, value, message):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+
+    response = client.post(location + "/predictions", data={**CHANGED, name: value, "csrf_token": token})
+
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert len(all_settings(app)) == 1
+
+
+def test_generate_again_with_changed_settings(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+
+    client.post(location + "/predictions", data={**CHANGED, "csrf_token": token})
+    page = client.get(location).get_data(as_text=True)
+
+    assert all_settings(app)[1]["scheduler"] == "K_EULER"
+    assert all_settings(app)[1]["seed"] == 1234
+    assert 'name="seed" type="number" value="1234"' in page
+    assert '<option selected value="K_EULER">' in page
+
+
+def test_card_shows_settings_and_reported_seed(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    with app.app_context():
+        prediction = db.session.scalar(db.select(Prediction))
+        prediction.status = "succeeded"
+        prediction.image = photo_bytes
+        prediction.image_mime = "image/jpeg"
+        prediction.logs = "Using seed: 48213\n100%|##########| 20/20"
+        db.session.commit()
+
+    page = client.get(location).get_data(as_text=True)
+
+    assert "strength 0.8 · 25 steps · guidance 7.5 · DPMSolverMultistep · seed 48213" in page
