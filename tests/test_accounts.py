@@ -104,3 +104,11 @@ def test_prompts_require_login(client):
 
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login")
+
+
+def test_signup_strips_email_spaces(client, accounts, app):
+    response = accounts.signup("  carol@example.com ")
+
+    assert response.status_code == 302
+    with app.app_context():
+        assert db.session.scalar(db.select(User.email)) == "carol@example.com"

@@ -91,7 +91,7 @@ def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_p
 
     page.goto(base_url + "/prompts")
     assert page.locator("li.card").count() == 1
-    assert "2 predictions" in page.locator("li.card").inner_text()
+    assert "2 variations" in page.locator("li.card").inner_text()
     page.screenshot(path=str(SCREENSHOTS / "index.png"), full_page=True)
 
     page.goto(prompt_url)

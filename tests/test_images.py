@@ -104,3 +104,23 @@ def test_normalize_rejects_huge_dimensions():
 
 def test_data_url():
     assert data_url(b"\x89PNG", "image/png") == "data:image/png;base64,iVBORw=="
+
+
+def test_normalize_puts_transparency_on_white():
+    photo = Image.new("RGBA", (20, 20), (0, 0, 255, 0))
+    photo.paste((255, 0, 0, 255), (0, 0, 10, 20))
+
+    stored = normalize_upload(encode(photo, "PNG"), 768)
+
+    image = Image.open(io.BytesIO(stored.data))
+    assert image.getpixel((15, 10)) >= (250, 250, 250)
+    red, green, blue = image.getpixel((5, 10))
+    assert red > 240 and green < 20 and blue < 20
+
+
+def test_normalize_decodes_large_jpeg_reduced():
+    photo = Image.new("RGB", (4000, 3000), "orange")
+
+    stored = normalize_upload(encode(photo, "JPEG"), 768)
+
+    assert (stored.width, stored.height) == (768, 576)

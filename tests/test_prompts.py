@@ -100,8 +100,8 @@ def test_index_lists_newest_first_with_counts(client, app, logged_in, photo_byte
     page = client.get("/prompts").get_data(as_text=True)
 
     assert page.index("second prompt") < page.index("first prompt")
-    assert "2 predictions" in page
-    assert "1 prediction<" in page
+    assert "2 variations" in page
+    assert "1 variation<" in page
 
 
 def test_generate_again_adds_prediction(client, app, logged_in, photo_bytes):
@@ -365,3 +365,77 @@ def test_finished_card_shows_run_time(client, app, logged_in, photo_bytes):
     page = client.get(location).get_data(as_text=True)
 
     assert "2026-01-01 12:01 UTC · ran 1 min 5 s" in page
+
+
+def test_pending_limit_rejects_more_runs(client, app, logged_in, photo_bytes):
+    app.config["MAX_PENDING_PREDICTIONS"] = 2
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+    client.post(location + "/predictions", data={"csrf_token": token})
+
+    again = client.post(location + "/predictions", data={"csrf_token": token})
+    another_prompt = create_prompt(client, photo_bytes)
+
+    assert again.status_code == 429
+    assert "You have 2 variations in progress, the most allowed at once." in again.get_data(as_text=True)
+    assert another_prompt.status_code == 429
+    assert count(app, Prediction) == 2
+    assert count(app, Prompt) == 1
+
+
+def test_huge_ids_are_404(client, logged_in):
+    assert client.get("/prompts/99999999999999999999").status_code == 404
+    assert client.get("/prompts/1/predictions/99999999999999999999").status_code == 404
+
+
+def test_huge_page_number_shows_no_such_page(client, app, logged_in, photo_bytes):
+    create_prompt(client, photo_bytes)
+
+    response = client.get("/prompts?page=99999999999999999999999")
+
+    assert response.status_code == 200
+    assert "There is no page 1000000." in response.get_data(as_text=True)
+
+
+def test_poll_after_logout_asks_htmx_to_reload(client, app, logged_in, accounts, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    card_url = re.search(r'hx-get="([^"]+)"', client.get(location).get_data(as_text=True)).group(1)
+    accounts.logout()
+
+    response = client.get(card_url.replace("&amp;", "&"), headers={"HX-Request": "true"})
+
+    assert response.status_code == 401
+    assert response.headers["HX-Refresh"] == "true"
+    assert response.data == b""
+
+
+def test_poll_of_deleted_prompt_asks_htmx_to_reload(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    card_url = re.search(r'hx-get="([^"]+)"', client.get(location).get_data(as_text=True)).group(1)
+    client.post(location + "/delete", data={"csrf_token": csrf_token(client, "/prompts/new")})
+
+    response = client.get(card_url.replace("&amp;", "&"), headers={"HX-Request": "true"})
+
+    assert response.status_code == 404
+    assert response.headers["HX-Refresh"] == "true"
+
+
+def test_logged_in_login_and_signup_redirect(client, logged_in):
+    assert client.get("/login").headers["Location"] == "/prompts"
+    assert client.get("/signup").headers["Location"] == "/prompts"
+
+
+@pytest.mark.parametrize(
+    ("title", "stem"),
+    [
+        ("A watercolor / portrait!", "A_watercolor_portrait"),
+        ("../../etc/passwd", "etc_passwd"),
+        ("Ένα πορτρέτο σε ακουαρέλα", "Ένα_πορτρέτο_σε_ακουαρέλα"),
+        ("!!!", "prediction"),
+        ("x" * 100, "x" * 60),
+    ],
+)
+def test_download_stem(title, stem):
+    from promptgen.prompts.views import download_stem
+
+    assert download_stem(title) == stem

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 #: The repository root, which holds templates/, static/ and instance/.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,7 @@ def create_app(test_config=None, instance_path=None):
     app = Flask(
         __name__,
         instance_path=str(instance_path),
+        instance_relative_config=True,
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
@@ -29,6 +31,7 @@ def create_app(test_config=None, instance_path=None):
     from .config import load_config
 
     load_config(app, test_config)
+    app.url_map.converters["int"] = DatabaseIdConverter
     _configure_logging(app)
 
     from .extensions import csrf, db, login_manager, migrate
@@ -70,6 +73,14 @@ def _reset_transaction_mode(error):
     token = g.pop("transaction_mode_token", None)
     if token is not None:
         begin_immediate.reset(token)
+
+
+class DatabaseIdConverter(IntegerConverter):
+    """Integer URL parts that fit a 64-bit database id; larger numbers are a 404, not a 500."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def _configure_logging(app):

@@ -43,6 +43,8 @@ DEFAULTS = {
     "REPLICATE_OUTPUT_HOSTS": ("replicate.delivery",),
     #: Webhooks whose timestamp is further from now than this, in seconds, are rejected.
     "WEBHOOK_TOLERANCE": 300,
+    #: Predictions one account may have queued or running at once; each is a paid run.
+    "MAX_PENDING_PREDICTIONS": 8,
     #: Seconds between the requests a pending prediction's placeholder sends for its next state.
     "POLL_INTERVAL": 2,
     #: Job queue weights: a worker takes from a queue with probability weight / total
@@ -114,6 +116,8 @@ def _derive_settings(app):
     config["PORT"] = int(config["PORT"])
     config["SIMULATOR_PORT"] = int(config["SIMULATOR_PORT"])
 
+    # The instance folder holds the databases and secrets: readable by the owner only.
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = read_or_create_secret_key(instance / "secret_key")
 

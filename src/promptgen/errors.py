@@ -29,6 +29,9 @@ def render_error(error):
     status = getattr(error, "code", 500) or 500
     if status >= 500:
         db.session.rollback()
+    if request.headers.get("HX-Request"):
+        # A polling card must not turn into an error page: reload the page to show what changed.
+        return "", status, {"HX-Refresh": "true"}
     title, message = MESSAGES.get(status, MESSAGES[500])
     return render_template("error.html", title=title, message=message, status=status), status
 

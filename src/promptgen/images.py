@@ -2,6 +2,7 @@
 
 import base64
 import io
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -12,6 +13,10 @@ UPLOAD_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"
 
 #: Images with more pixels than this are rejected before decoding (about 50 megapixels).
 MAX_PIXELS = 50_000_000
+
+#: Uploads decoded at the same time in one process; others wait their turn.
+DECODE_SLOTS = 2
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
 #: Longest side of the thumbnails on the index page, in pixels.
 THUMBNAIL_SIDE = 256
@@ -31,8 +36,12 @@ class StoredImage:
     height: int
 
 
-def open_verified(data, formats=UPLOAD_FORMATS):
-    """Open data with Pillow after a full integrity check, or raise InvalidImage."""
+def open_verified(data, formats=UPLOAD_FORMATS, draft_side=None):
+    """Open data with Pillow after a full integrity check, or raise InvalidImage.
+
+    With draft_side, a JPEG is decoded at the smallest scale that still covers that many
+    pixels on each side, which saves most of the memory and time for large photos.
+    """
     with warnings.catch_warnings():
         # Pillow only warns between its two bomb limits; treat both the same way.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -53,6 +62,8 @@ def open_verified(data, formats=UPLOAD_FORMATS):
 
     # verify() leaves the image unusable, so decode it again from the start.
     image = Image.open(io.BytesIO(data))
+    if draft_side is not None:
+        image.draft("RGB", (draft_side, draft_side))
     try:
         image.load()
     except (OSError, SyntaxError) as error:
@@ -61,11 +72,27 @@ def open_verified(data, formats=UPLOAD_FORMATS):
 
 
 def normalize_upload(data, max_side):
-    """Return an uploaded photo upright, in RGB, fitted into max_side and encoded as JPEG."""
-    image = open_verified(data)
-    image = ImageOps.exif_transpose(image).convert("RGB")
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return encode_jpeg(image)
+    """Return an uploaded photo upright, in RGB, fitted into max_side and encoded as JPEG.
+
+    Transparent areas become white. At most DECODE_SLOTS uploads are decoded at once,
+    because a large photo takes hundreds of megabytes while it is decoded.
+    """
+    with _decode_slots:
+        image = open_verified(data, draft_side=max_side)
+        image = ImageOps.exif_transpose(image)
+        image = flatten(image)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        return encode_jpeg(image)
+
+
+def flatten(image):
+    """Return image in RGB, with any transparency composited onto white."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, "white")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
 
 
 def make_thumbnail(data):

@@ -6,8 +6,16 @@ from wtforms.validators import DataRequired, Email, Length
 MIN_PASSWORD_LENGTH = 12
 
 
+def strip_whitespace(value):
+    return value.strip() if isinstance(value, str) else value
+
+
 class SignupForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=254)])
+    email = EmailField(
+        "Email",
+        filters=[strip_whitespace],
+        validators=[DataRequired(), Email(), Length(max=254)],
+    )
     password = PasswordField(
         "Password",
         validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=256)],

@@ -16,12 +16,30 @@ logger = logging.getLogger(__name__)
 
 @login_manager.user_loader
 def load_user(user_id):
-    return db.session.get(User, int(user_id))
+    """Load the session's account in a transaction of its own.
+
+    Ending the transaction at once matters for POST requests, which begin with SQLite's
+    write lock: the view may then decode an upload without holding the lock.
+    """
+    user = db.session.get(User, int(user_id))
+    db.session.commit()
+    return user
+
+
+@login_manager.unauthorized_handler
+def unauthorized():
+    """Send people to the login page; tell htmx to reload the page instead of swapping it in."""
+    if request.headers.get("HX-Request"):
+        return "", 401, {"HX-Refresh": "true"}
+    flash(login_manager.login_message, login_manager.login_message_category)
+    return redirect(url_for(login_manager.login_view, next=request.full_path.rstrip("?")))
 
 
 @bp.route("/signup", methods=["GET", "POST"])
 def signup():
     """Create an account and log it in."""
+    if current_user.is_authenticated:
+        return redirect(url_for("prompts.index"))
     form = SignupForm()
     if not form.validate_on_submit():
         return render_template("accounts/signup.html", form=form), form_status(form)
@@ -45,6 +63,8 @@ def signup():
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Log in with email and password."""
+    if current_user.is_authenticated:
+        return redirect(url_for("prompts.index"))
     form = LoginForm()
     if not form.validate_on_submit():
         return render_template("accounts/login.html", form=form), form_status(form)

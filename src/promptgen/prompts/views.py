@@ -1,5 +1,6 @@
 import io
 import logging
+import re
 
 from flask import (
     abort,
@@ -14,7 +15,6 @@ from flask import (
 from flask_login import current_user, login_required
 from sqlalchemy import func
 from sqlalchemy.orm import defer
-from werkzeug.utils import secure_filename
 
 from .. import settings
 from ..extensions import db
@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 #: Prompts on one page of the index.
 PROMPTS_PER_PAGE = 24
+
+#: Highest page number read from a URL; larger ones are treated as this one.
+MAX_PAGE = 1_000_000
 
 #: Longest part of a downloaded file's name taken from the prompt, in characters.
 MAX_FILENAME_STEM = 60
@@ -67,6 +70,7 @@ def index():
         .where(Prompt.user_id == current_user.id)
         .options(defer(Prompt.image), defer(Prompt.description))
         .order_by(Prompt.created_at.desc(), Prompt.id.desc()),
+        page=min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE),
         per_page=PROMPTS_PER_PAGE,
         error_out=False,
     )
@@ -92,6 +96,8 @@ def create():
     photo = _validated_photo(form)
     if photo is None:
         return render_template("prompts/new.html", form=form), form_status(form)
+    if _pending_limit_reached(form):
+        return render_template("prompts/new.html", form=form), 429
 
     prompt = Prompt(
         user_id=current_user.id,
@@ -164,6 +170,8 @@ def generate(prompt_id):
     form = SettingsForm()
     if not form.validate_on_submit():
         return render_template("prompts/show.html", prompt=prompt, form=form), 422
+    if _pending_limit_reached(form):
+        return render_template("prompts/show.html", prompt=prompt, form=form), 429
 
     start_prediction(prompt, form.to_settings())
     flash("A new variation is on its way.", "success")
@@ -216,7 +224,7 @@ def download(prompt_id, prediction_id):
         abort(404)
 
     extension = prediction.image_mime.removeprefix("image/").replace("jpeg", "jpg")
-    stem = secure_filename(prediction.prompt.title)[:MAX_FILENAME_STEM] or "prediction"
+    stem = download_stem(prediction.prompt.title)
     return send_file(
         io.BytesIO(prediction.image),
         mimetype=prediction.image_mime,
@@ -238,6 +246,35 @@ def delete_prediction(prompt_id, prediction_id):
     logger.info("prediction %s deleted by account %s", prediction_id, current_user.id)
     flash("Variation deleted.", "success")
     return redirect(url_for("prompts.show", prompt_id=prompt_id))
+
+
+def download_stem(title):
+    """Return a file name stem made from a prompt: words joined by "_", in any script.
+
+    Flask sends names outside ASCII with an RFC 6266 filename* parameter, so a prompt in
+    Greek or Japanese keeps its words.
+    """
+    words = re.findall(r"\w+", title)
+    return "_".join(words)[:MAX_FILENAME_STEM].strip("_") or "prediction"
+
+
+def _pending_limit_reached(form):
+    """Add an error to form and return True when the account has too many runs in progress."""
+    limit = current_app.config["MAX_PENDING_PREDICTIONS"]
+    pending = db.session.scalar(
+        db.select(func.count(Prediction.id))
+        .join(Prompt)
+        .where(Prompt.user_id == current_user.id, Prediction.status.not_in(Prediction.TERMINAL))
+    )
+    if pending < limit:
+        return False
+
+    logger.info("account %s has %d predictions pending; new one rejected", current_user.id, pending)
+    form.form_errors.append(
+        f"You have {pending} variations in progress, the most allowed at once. "
+        "Wait for one to finish, then try again."
+    )
+    return True
 
 
 def _validated_photo(form):
