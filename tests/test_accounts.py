@@ -112,3 +112,38 @@ def test_signup_strips_email_spaces(client, accounts, app):
     assert response.status_code == 302
     with app.app_context():
         assert db.session.scalar(db.select(User.email)) == "carol@example.com"
+
+
+def test_login_attempts_limited_per_address(client, accounts):
+    accounts.signup()
+    accounts.logout()
+    statuses = [accounts.login(password="wrong password!").status_code for _ in range(11)]
+
+    response = accounts.login()
+
+    assert statuses == [422] * 10 + [429]
+    assert response.status_code == 429
+    assert "Wait a minute, then try again." in response.get_data(as_text=True)
+
+
+def test_logout_invalidates_copied_session_cookie(client, accounts, app):
+    accounts.signup()
+    copied = client.get_cookie("session").value
+
+    accounts.logout()
+    client.set_cookie("session", copied)
+
+    response = client.get("/prompts")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+
+
+def test_session_of_other_device_ends_on_logout(app, accounts, client):
+    accounts.signup()
+    other_device = app.test_client()
+    other_device.set_cookie("session", client.get_cookie("session").value)
+    assert other_device.get("/prompts").status_code == 200
+
+    accounts.logout()
+
+    assert other_device.get("/prompts").status_code == 302

@@ -2,9 +2,13 @@
 
 import sqlite3
 
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
+from sqlalchemy import text
 
 from promptgen import create_app
+from promptgen.extensions import db
 
 
 def test_upgrade_keeps_existing_rows(tmp_path):
@@ -49,3 +53,45 @@ def test_upgrade_keeps_existing_rows(tmp_path):
         db.engine.dispose()
     with sqlite3.connect(database) as connection:
         assert connection.execute("SELECT count(*) FROM webhook_deliveries").fetchone() == (2,)
+
+
+FIRST_REVISION = "c0be8872f669"
+
+
+def make_app(tmp_path):
+    return create_app(
+        {"SECRET_KEY": "test", "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.sqlite3'}"},
+        instance_path=tmp_path,
+    )
+
+
+def test_migrations_match_models(tmp_path):
+    app = make_app(tmp_path)
+    with app.app_context():
+        upgrade()
+        with db.engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
+        db.engine.dispose()
+
+    assert differences == []
+
+
+def test_upgrade_keeps_existing_accounts(tmp_path):
+    app = make_app(tmp_path)
+    with app.app_context():
+        upgrade(revision=FIRST_REVISION)
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (email, password_hash, created_at)"
+                    " VALUES ('old@example.com', 'hash', '2026-01-01 00:00:00')"
+                )
+            )
+
+        upgrade()
+
+        with db.engine.connect() as connection:
+            token = connection.execute(text("SELECT session_token FROM users")).scalar_one()
+        db.engine.dispose()
+
+    assert len(token) == 32

@@ -34,12 +34,13 @@ def create_app(test_config=None, instance_path=None):
     app.url_map.converters["int"] = DatabaseIdConverter
     _configure_logging(app)
 
-    from .extensions import csrf, db, login_manager, migrate
+    from .extensions import csrf, db, limiter, login_manager, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
+    limiter.init_app(app)
 
     from . import accounts, cli, errors, filters, headers, prompts, webhooks
 

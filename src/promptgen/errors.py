@@ -15,6 +15,7 @@ MESSAGES = {
     404: ("Not found", "There is nothing here, or it belongs to another account."),
     405: ("Method not allowed", "This address does not accept that kind of request."),
     413: ("Upload too large", "Files may be at most 10 MB. Choose a smaller photo and try again."),
+    429: ("Too many attempts", "Wait a minute, then try again."),
     500: ("Server error", "Something failed on our side. Try again in a moment."),
 }
 

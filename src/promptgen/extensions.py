@@ -2,6 +2,8 @@
 
 from contextvars import ContextVar
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -22,6 +24,9 @@ login_manager = LoginManager()
 login_manager.login_view = "accounts.login"
 login_manager.login_message = "Log in to see your prompts."
 login_manager.login_message_category = "info"
+
+# NOTE: counts live in each process's memory, so N web processes allow N times the limit.
+limiter = Limiter(get_remote_address, storage_uri="memory://")
 
 
 #: Whether a transaction that starts now takes SQLite's write lock at once (BEGIN IMMEDIATE).

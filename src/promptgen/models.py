@@ -1,5 +1,6 @@
 """Database models: accounts, prompts, their predictions and received webhooks."""
 
+import secrets
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
@@ -21,6 +22,8 @@ class User(UserMixin, db.Model):
     #: Stored lower-cased, so uniqueness ignores case.
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
+    #: Part of every session cookie's user id; a new value logs out all existing sessions.
+    session_token: Mapped[str] = mapped_column(String(64), default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     prompts: Mapped[list["Prompt"]] = relationship(
@@ -36,6 +39,14 @@ class User(UserMixin, db.Model):
 
     def check_password(self, password):
         return check_password_hash(self.password_hash, password)
+
+    def get_id(self):
+        """Return the id Flask-Login keeps in the session: the row id and the session token."""
+        return f"{self.id}:{self.session_token}"
+
+    def end_sessions(self):
+        """Invalidate every session of this account, the current one included."""
+        self.session_token = secrets.token_hex(16)
 
 
 class Prompt(db.Model):

@@ -1,3 +1,4 @@
+import hmac
 import logging
 from urllib.parse import urlsplit
 
@@ -5,13 +6,19 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 
-from ..extensions import db, login_manager
+from ..extensions import db, limiter, login_manager
 from ..models import User
 from ..responses import form_status
 from . import bp
 from .forms import LoginForm, SignupForm
 
 logger = logging.getLogger(__name__)
+
+#: Login attempts one address may make, which slows down password guessing.
+LOGIN_LIMIT = "10 per minute;50 per hour"
+
+#: Accounts one address may create.
+SIGNUP_LIMIT = "10 per hour"
 
 
 @login_manager.user_loader
@@ -21,8 +28,11 @@ def load_user(user_id):
     Ending the transaction at once matters for POST requests, which begin with SQLite's
     write lock: the view may then decode an upload without holding the lock.
     """
-    user = db.session.get(User, int(user_id))
+    row_id, _, token = user_id.partition(":")
+    user = db.session.get(User, int(row_id)) if row_id.isdigit() else None
     db.session.commit()
+    if user is None or not hmac.compare_digest(user.session_token, token):
+        return None
     return user
 
 
@@ -36,6 +46,7 @@ def unauthorized():
 
 
 @bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(SIGNUP_LIMIT, methods=["POST"])
 def signup():
     """Create an account and log it in."""
     if current_user.is_authenticated:
@@ -61,6 +72,7 @@ def signup():
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(LOGIN_LIMIT, methods=["POST"])
 def login():
     """Log in with email and password."""
     if current_user.is_authenticated:
@@ -82,7 +94,9 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
-    """End the session."""
+    """End this session and every other session of the account."""
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("accounts.login"))

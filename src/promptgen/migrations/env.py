@@ -92,6 +92,12 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        sqlite = connection.dialect.name == 'sqlite'
+        if sqlite:
+            # Batch migrations copy a table and drop the old one, and with foreign keys on,
+            # dropping a table deletes the rows that refer to it (ON DELETE CASCADE). The
+            # pragma only works outside a transaction, so it goes to the driver directly.
+            connection.connection.driver_connection.execute('PRAGMA foreign_keys = OFF')
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
@@ -100,6 +106,14 @@ def run_migrations_online():
 
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite:
+                problems = connection.exec_driver_sql('PRAGMA foreign_key_check').fetchall()
+                if problems:
+                    raise RuntimeError(f'foreign key check failed after migrating: {problems}')
+
+        if sqlite:
+            # Discard this connection rather than return it to the pool without foreign keys.
+            connection.invalidate()
 
 
 if context.is_offline_mode():
