@@ -439,3 +439,15 @@ def test_download_stem(title, stem):
     from promptgen.prompts.views import download_stem
 
     assert download_stem(title) == stem
+
+
+def test_deleted_prediction_id_not_reused(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    with app.app_context():
+        first_id = db.session.scalar(db.select(Prediction.id))
+    client.post(location + "/delete", data={"csrf_token": csrf_token(client, location)})
+
+    create_prompt(client, photo_bytes)
+
+    with app.app_context():
+        assert db.session.scalar(db.select(Prediction.id)) == first_id + 1

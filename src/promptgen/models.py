@@ -11,12 +11,18 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .extensions import db
 
 
+#: SQLite hands out the id of a deleted last row again unless a table has AUTOINCREMENT.
+#: Webhook tokens and URLs name rows by id, so an id must never come back.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 def utcnow():
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class User(UserMixin, db.Model):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: Stored lower-cased, so uniqueness ignores case.
@@ -51,6 +57,7 @@ class User(UserMixin, db.Model):
 
 class Prompt(db.Model):
     __tablename__ = "prompts"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(
@@ -83,6 +90,7 @@ class Prediction(db.Model):
     """
 
     __tablename__ = "predictions"
+    __table_args__ = NEVER_REUSE_IDS
 
     QUEUED = "queued"
     STARTING = "starting"
