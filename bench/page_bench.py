@@ -19,8 +19,8 @@ from PIL import Image
 
 from promptgen import PROJECT_ROOT, create_app
 from promptgen.extensions import db
-from promptgen.images import make_thumbnail
-from promptgen.models import Prediction, Prompt, User, utcnow
+from promptgen.images import PREVIEW_SIDE, make_thumbnail
+from promptgen.models import Prediction, PredictionImage, Prompt, User, utcnow
 from promptgen.simulator.generate import generate_image
 
 FINISHED_CARDS = 50
@@ -79,19 +79,26 @@ def seed(app):
         measured = prompts[-1]
         for n in range(FINISHED_CARDS):
             measured.predictions.append(
-                Prediction(
-                    status="succeeded",
-                    image=sample_image(n),
-                    image_mime="image/png",
-                    started_at=utcnow(),
-                    completed_at=utcnow(),
-                )
+                finished_prediction(sample_image(n))
             )
         for _ in range(PENDING_CARDS):
             measured.predictions.append(Prediction(status="processing", logs=" 40%|####      | 8/20"))
         db.session.add_all([user, *prompts])
         db.session.commit()
         return measured.id
+
+
+def finished_prediction(data):
+    """Return a succeeded prediction with one stored image and its preview."""
+    prediction = Prediction(
+        status="succeeded",
+        output_urls=["https://replicate.delivery/bench/out-0.png"],
+        started_at=utcnow(),
+        completed_at=utcnow(),
+    )
+    preview = make_thumbnail(data, side=PREVIEW_SIDE).data
+    prediction.images.append(PredictionImage(position=0, data=data, mime="image/png", preview=preview))
+    return prediction
 
 
 def log_in(client):

@@ -237,11 +237,16 @@ def poll_pages(web_url, prompt_id, prediction_ids, stop, results, interval):
 
 def final_counts(app, prediction_ids):
     from promptgen.extensions import db
-    from promptgen.models import Prediction, WebhookDelivery
+    from promptgen.models import Prediction, PredictionImage, WebhookDelivery
 
     with app.app_context():
+        images = (
+            db.select(db.func.count(PredictionImage.id))
+            .where(PredictionImage.prediction_id == Prediction.id)
+            .scalar_subquery()
+        )
         rows = db.session.execute(
-            db.select(Prediction.status, Prediction.image.is_not(None), Prediction.error)
+            db.select(Prediction.status, images > 0, Prediction.error)
             .where(Prediction.id.in_(prediction_ids))
         ).all()
         deliveries = db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery))

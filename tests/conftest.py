@@ -175,3 +175,15 @@ def live_stack(tmp_path):
     yield start
     for process in reversed(processes):
         process.stop()
+
+
+def attach_image(prediction, data, mime="image/jpeg", position=0):
+    """Mark prediction succeeded with data stored as its output image at position."""
+    from promptgen.models import PredictionImage
+
+    prediction.status = Prediction.SUCCEEDED
+    urls = list(prediction.output_urls or [])
+    while len(urls) <= position:
+        urls.append(f"https://replicate.delivery/test/out-{len(urls)}.png")
+    prediction.output_urls = urls
+    prediction.images.append(PredictionImage(position=position, data=data, mime=mime, preview=data))

@@ -5,9 +5,10 @@ import re
 import time
 
 import httpx
+from sqlalchemy.orm import selectinload
 
 from promptgen.extensions import begin_immediate, db
-from promptgen.models import Prediction, WebhookDelivery
+from promptgen.models import Prediction, PredictionImage, WebhookDelivery
 from promptgen.queue import enqueue_call
 from promptgen.simulator import create_simulator_app
 from promptgen.simulator.signing import sign
@@ -32,6 +33,8 @@ APP_SETTINGS = {
     "REPLICATE_TIMEOUT": 5.0,
     "REPLICATE_POLL_SECONDS": 0.1,
     "RECONCILE_AFTER": 0,
+    # Without log events, the number of webhook requests per run is exact.
+    "REPLICATE_WEBHOOK_EVENTS": ("start", "completed"),
 }
 
 
@@ -98,18 +101,19 @@ class Stack:
 
     def load(self, prediction_id):
         with self.app.app_context():
-            prediction = db.session.get(Prediction, prediction_id)
+            prediction = db.session.get(Prediction, prediction_id, options=[selectinload(Prediction.images)])
             if prediction is not None:
                 db.session.expunge(prediction)
             db.session.rollback()
             return prediction
 
     def counts(self):
-        """Return (prediction rows, rows with a stored image, statuses by row id)."""
+        """Return (prediction rows, stored images, statuses by row id)."""
         with self.app.app_context():
-            rows = db.session.execute(db.select(Prediction.id, Prediction.status, Prediction.image)).all()
+            rows = db.session.execute(db.select(Prediction.id, Prediction.status)).all()
+            images = db.session.scalar(db.select(db.func.count(PredictionImage.id)))
             db.session.rollback()
-        return len(rows), sum(1 for row in rows if row.image is not None), {row.id: row.status for row in rows}
+        return len(rows), images, {row.id: row.status for row in rows}
 
     def deliveries(self, prediction_id=None):
         """Return (webhook-id, event, status) of each recorded delivery, oldest first."""

@@ -51,7 +51,7 @@ def _record_error(page, message):
 
 
 def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_path):
-    base_url, processes = live_stack(simulator_delay=1.5)
+    base_url, processes = live_stack(simulator_delay=4)
     page = browser_page
     SCREENSHOTS.mkdir(exist_ok=True)
 
@@ -64,22 +64,28 @@ def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_p
     page.click("text=New prompt")
     page.fill("input[name=title]", "an astronaut in bold watercolor")
     page.set_input_files("input[name=image]", str(FIXTURES / "astronaut.jpg"))
+    page.click("summary:has-text('Generation settings')")
+    page.fill("input[name=num_outputs]", "2")
     page.click("main button[type=submit]")
     page.wait_for_url(re.compile(r"/prompts/\d+$"))
     prompt_url = page.url
 
-    placeholder = page.locator("article.prediction.pending")
-    assert placeholder.count() == 1
-    assert placeholder.locator("progress").count() == 1
+    # The placeholder shows the step counter from the model's logs as they arrive.
+    expect(page.locator("article.prediction.pending")).to_have_count(1)
+    expect(page.locator("article.prediction.pending progress[value]")).to_have_count(1, timeout=15_000)
+    page.screenshot(path=str(SCREENSHOTS / "progress.png"), full_page=True)
 
-    page.wait_for_selector("article.prediction img", timeout=30_000)
+    expect(page.locator("article.prediction figure img")).to_have_count(2, timeout=30_000)
     assert page.url == prompt_url
     assert page.locator("article.prediction.pending").count() == 0
-
-    page.click("text=Generate again")
-    page.wait_for_url(prompt_url)
-    expect(page.locator("article.prediction img")).to_have_count(2, timeout=30_000)
     page.screenshot(path=str(SCREENSHOTS / "prompt.png"), full_page=True)
+
+    page.click("button:has-text('Generate again')")
+    page.wait_for_url(prompt_url)
+    page.locator("article.prediction.pending button:has-text('Cancel')").click()
+    page.wait_for_url(prompt_url)
+    expect(page.locator("article.prediction.canceled")).to_have_count(1)
+    expect(page.locator("article.prediction.pending")).to_have_count(0)
 
     with page.expect_download() as download_info:
         page.locator("article.prediction a", has_text="Download").first.click()
@@ -87,7 +93,7 @@ def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_p
     saved = tmp_path / download.suggested_filename
     download.save_as(saved)
     assert saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert re.fullmatch(r"an_astronaut_in_bold_watercolor-\d+\.png", download.suggested_filename)
+    assert re.fullmatch(r"an_astronaut_in_bold_watercolor-\d+-1\.png", download.suggested_filename)
 
     page.goto(base_url + "/prompts")
     assert page.locator("li.card").count() == 1

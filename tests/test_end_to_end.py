@@ -48,15 +48,22 @@ def test_photo_becomes_generated_image(live_stack):
         except AssertionError:
             raise AssertionError("\n".join(p.log() for p in processes)) from None
         page = client.get(created.headers["location"]).text
+        download_url = re.search(r'href="(/prompts/\d+/predictions/\d+/images/0)"', card).group(1)
+        stored = client.get(download_url)
 
-    match = re.search(r'src="data:image/png;base64,([^"]+)"', card)
-    assert match, card
-    generated = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
+    preview_match = re.search(r'src="data:image/jpeg;base64,([^"]+)"', card)
+    assert preview_match, card
+    preview = Image.open(io.BytesIO(base64.b64decode(preview_match.group(1))))
+    generated = Image.open(io.BytesIO(stored.content))
     generated.load()
     original = Image.open(FIXTURES / "astronaut.jpg").convert("RGB")
+    assert stored.status_code == 200
+    assert stored.headers["content-type"] == "image/png"
     assert generated.format == "PNG"
     assert generated.size == (512, 512)
     assert ImageChops.difference(generated.convert("RGB"), original).getbbox() is not None
+    assert preview.format == "JPEG"
+    assert preview.size == (512, 512)
     assert "Simulated image" in card
-    assert match.group(1) in page
+    assert preview_match.group(1) in page
     assert "hx-get" not in page

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from sqlalchemy.orm import selectinload
 from PIL import Image, ImageChops
 from werkzeug.wrappers import Response
 
@@ -60,7 +61,7 @@ def remote_predictions(simulator):
 
 def load(app, prediction_id):
     with app.app_context():
-        prediction = db.session.get(Prediction, prediction_id)
+        prediction = db.session.get(Prediction, prediction_id, options=[selectinload(Prediction.images)])
         db.session.expunge_all()
         return prediction
 
@@ -82,7 +83,7 @@ def test_generate_creates_one_remote_prediction(served_app, simulator):
     assert remote["input"]["prompt"] == "someone else's prompt"
     assert remote["input"]["image"].startswith("data:image/jpeg;base64,/9j/")
     assert remote["webhook"].startswith(f"{served_app.config['PUBLIC_URL']}/replicate/webhook?token=")
-    assert remote["webhook_events_filter"] == ["start", "completed"]
+    assert remote["webhook_events_filter"] == ["start", "logs", "completed"]
     assert remote["input"]["prompt_strength"] == 0.8
     assert remote["input"]["num_inference_steps"] == 25
     assert remote["input"]["scheduler"] == "DPMSolverMultistep"
@@ -147,9 +148,11 @@ def test_webhooks_and_store_job_fill_the_row(served_app, simulator):
     Worker(served_app).work(burst=True)
 
     prediction = load(served_app, prediction_id)
-    image = Image.open(io.BytesIO(prediction.image))
+    [stored] = prediction.images
+    image = Image.open(io.BytesIO(stored.data))
     original = Image.open(FIXTURES / "astronaut.jpg").convert("RGB")
-    assert prediction.image_mime == "image/png"
+    assert stored.mime == "image/png"
+    assert Image.open(io.BytesIO(stored.preview)).format == "JPEG"
     assert prediction.error is None
     assert prediction.is_final
     assert image.size == (512, 512)
@@ -161,15 +164,15 @@ def test_store_skips_row_with_image(served_app, simulator):
     run(served_app, generate_prediction, prediction_id)
     wait_for(lambda: load(served_app, prediction_id).status == "succeeded", timeout=20, message="completed webhook")
     run(served_app, store_output, prediction_id)
-    stored = load(served_app, prediction_id).image
+    stored = load(served_app, prediction_id).images[0].data
     with served_app.app_context():
-        db.session.get(Prediction, prediction_id).output_url = "https://example.org/other.png"
+        db.session.get(Prediction, prediction_id).output_urls = ["https://example.org/other.png"]
         db.session.commit()
 
     run(served_app, store_output, prediction_id)
 
     prediction = load(served_app, prediction_id)
-    assert prediction.image == stored
+    assert [image.data for image in prediction.images] == [stored]
     assert prediction.error is None
 
 
@@ -179,7 +182,7 @@ def succeeded_row(app, output_url):
         prediction = db.session.get(Prediction, prediction_id)
         prediction.status = "succeeded"
         prediction.replicate_id = "r8test"
-        prediction.output_url = output_url
+        prediction.output_urls = [output_url]
         db.session.commit()
     return prediction_id
 
@@ -191,7 +194,7 @@ def test_store_rejects_foreign_host(app):
 
     prediction = load(app, prediction_id)
     assert prediction.status == "succeeded"
-    assert prediction.image is None
+    assert prediction.images == []
     assert prediction.error == (
         "The output could not be stored: output URL 'https://example.org/cat.png' is not on an"
         " allowed Replicate host"

@@ -8,7 +8,7 @@ from promptgen.extensions import db
 from promptgen.images import data_url
 from promptgen.models import Prediction, Prompt
 
-from .conftest import add_prompt, create_prompt, csrf_token, queued_jobs
+from .conftest import attach_image, add_prompt, create_prompt, csrf_token, queued_jobs
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def test_delete_removes_prompt_and_predictions(client, app, logged_in, photo_byt
         ("post", "/prompts/{prompt}/edit"),
         ("get", "/prompts/{prompt}/delete"),
         ("post", "/prompts/{prompt}/delete"),
-        ("get", "/prompts/{prompt}/predictions/{prediction}/image"),
+        ("get", "/prompts/{prompt}/predictions/{prediction}/images/0"),
         ("post", "/prompts/{prompt}/predictions/{prediction}/delete"),
         ("post", "/prompts/{prompt}/predictions"),
         ("get", "/prompts/{prompt}/predictions/{prediction}"),
@@ -201,9 +201,7 @@ def test_prediction_card_polls_until_final(client, app, logged_in, photo_bytes):
     pending = client.get(card_url).get_data(as_text=True)
     with app.app_context():
         prediction = db.session.get(Prediction, prediction.id)
-        prediction.status = "succeeded"
-        prediction.image = photo_bytes
-        prediction.image_mime = "image/jpeg"
+        attach_image(prediction, photo_bytes)
         prediction.completed_at = prediction.created_at
         db.session.commit()
     final = client.get(card_url).get_data(as_text=True)
@@ -270,9 +268,7 @@ def test_index_sends_thumbnails_not_photos(client, app, logged_in, photo_bytes):
 def finish_prediction(app, image, mime="image/png"):
     with app.app_context():
         prediction = db.session.scalar(db.select(Prediction))
-        prediction.status = "succeeded"
-        prediction.image = image
-        prediction.image_mime = mime
+        attach_image(prediction, image, mime)
         db.session.commit()
         return prediction.id
 
@@ -281,7 +277,7 @@ def test_download_sends_image_with_prompt_name(client, app, logged_in, photo_byt
     location = create_prompt(client, photo_bytes, title="A watercolor / portrait!").headers["Location"]
     prediction_id = finish_prediction(app, b"\x89PNG image bytes")
 
-    response = client.get(f"{location}/predictions/{prediction_id}/image")
+    response = client.get(f"{location}/predictions/{prediction_id}/images/0")
 
     assert response.status_code == 200
     assert response.data == b"\x89PNG image bytes"
@@ -296,7 +292,7 @@ def test_download_of_pending_prediction_is_404(client, app, logged_in, photo_byt
     with app.app_context():
         prediction_id = db.session.scalar(db.select(Prediction.id))
 
-    assert client.get(f"{location}/predictions/{prediction_id}/image").status_code == 404
+    assert client.get(f"{location}/predictions/{prediction_id}/images/0").status_code == 404
 
 
 def test_delete_one_prediction(client, app, logged_in, photo_bytes):
@@ -340,12 +336,12 @@ def test_unchanged_pending_card_answers_204(client, app, logged_in, photo_bytes)
         db.session.commit()
     changed = client.get(card_url)
 
-    assert card_url.endswith("?shown=queued-None")
+    assert card_url.endswith("?shown=queued-None-0")
     assert unchanged.status_code == 204
     assert unchanged.data == b""
     assert changed.status_code == 200
     assert 'value="40"' in changed.get_data(as_text=True)
-    assert "?shown=processing-40" in changed.get_data(as_text=True)
+    assert "?shown=processing-40-0" in changed.get_data(as_text=True)
     assert len(changed.data) < 1024
 
 
@@ -355,9 +351,7 @@ def test_finished_card_shows_run_time(client, app, logged_in, photo_bytes):
     location = create_prompt(client, photo_bytes).headers["Location"]
     with app.app_context():
         prediction = db.session.scalar(db.select(Prediction))
-        prediction.status = "succeeded"
-        prediction.image = photo_bytes
-        prediction.image_mime = "image/jpeg"
+        attach_image(prediction, photo_bytes)
         prediction.started_at = datetime(2026, 1, 1, 12, 0, 0)
         prediction.completed_at = datetime(2026, 1, 1, 12, 1, 5)
         db.session.commit()

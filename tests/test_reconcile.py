@@ -45,7 +45,7 @@ def test_reconcile_requeues_lost_generate_job(app):
 def test_reconcile_requeues_lost_store_job(app):
     app.config["RECONCILE_AFTER"] = 60
     prediction_id = add_prompt(app)[2]
-    age(app, prediction_id, 120, status="succeeded", replicate_id="r8x", output_url="https://replicate.delivery/a.png")
+    age(app, prediction_id, 120, status="succeeded", replicate_id="r8x", output_urls=["https://replicate.delivery/a.png"])
 
     reconcile(app)
     again = reconcile(app)

@@ -60,7 +60,7 @@ def test_deliveries_recorded_with_events(stack):
     prediction = stack.load(prediction_id)
     deliveries = stack.deliveries(prediction_id)
     assert prediction.status == "succeeded"
-    assert prediction.image is not None
+    assert len(prediction.images) == 1
     assert [(event, status) for _, event, status in deliveries] == [("start", "starting"), ("completed", "succeeded")]
     assert len({webhook_id for webhook_id, _, _ in deliveries}) == 2
     assert stack.counts()[:2] == (1, 1)
@@ -119,7 +119,7 @@ def test_late_processing_and_resent_completed(stack):
     assert resent.json() == {"result": "duplicate"}
     assert new_completed.json() == {"result": "accepted"}
     assert prediction.status == "succeeded"
-    assert prediction.image == stored.image
+    assert [image.data for image in prediction.images] == [image.data for image in stored.images]
     assert prediction.completed_at == stored.completed_at
     assert len(stack.deliveries(prediction_id)) == 4
     assert len(store_jobs(stack.app, prediction_id)) == 1
@@ -362,7 +362,7 @@ def test_expired_output_offers_generate_again(make_stack):
     card = stack.browser().get(f"/prompts/{prediction.prompt_id}/predictions/{prediction_id}").text
     assert prediction.status == "succeeded"
     assert prediction.output_expired
-    assert prediction.image is None
+    assert prediction.images == []
     assert "Output expired." in card
     assert f'action="/prompts/{prediction.prompt_id}/predictions"' in card
     assert "hx-get" not in card
@@ -378,7 +378,7 @@ def test_slow_output_fails_after_attempts(make_stack):
 
     prediction = stack.load(prediction_id)
     assert prediction.error.startswith("The output download failed after 2 attempts (ReadTimeout")
-    assert prediction.image is None
+    assert prediction.images == []
     assert prediction.download_attempts == 2
     assert stack.stats()["file_requests"] == 2
 
@@ -393,7 +393,7 @@ def test_output_over_pixel_limit_rejected(stack):
     assert prediction.error == (
         "The output could not be stored: the image is 512x512 pixels, over the 261632-pixel limit"
     )
-    assert prediction.image is None
+    assert prediction.images == []
 
 
 # 7. Cancel
@@ -474,6 +474,6 @@ def test_stored_image_is_png(stack):
 
     stack.work_until(lambda: stack.is_final(prediction_id), message="stored image")
 
-    image = Image.open(io.BytesIO(stack.load(prediction_id).image))
+    image = Image.open(io.BytesIO(stack.load(prediction_id).images[0].data))
     assert image.format == "PNG"
     assert image.size == (512, 512)

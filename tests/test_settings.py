@@ -4,7 +4,7 @@ from promptgen import settings
 from promptgen.extensions import db
 from promptgen.models import Prediction
 
-from .conftest import create_prompt, csrf_token
+from .conftest import attach_image, create_prompt, csrf_token
 
 CHANGED = {
     "prompt_strength": "0.55",
@@ -121,9 +121,7 @@ def test_card_shows_settings_and_reported_seed(client, app, logged_in, photo_byt
     location = create_prompt(client, photo_bytes).headers["Location"]
     with app.app_context():
         prediction = db.session.scalar(db.select(Prediction))
-        prediction.status = "succeeded"
-        prediction.image = photo_bytes
-        prediction.image_mime = "image/jpeg"
+        attach_image(prediction, photo_bytes)
         prediction.logs = "Using seed: 48213\n100%|##########| 20/20"
         db.session.commit()
 

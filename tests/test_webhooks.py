@@ -3,6 +3,7 @@ import time
 
 import pytest
 from itsdangerous import URLSafeSerializer
+from sqlalchemy.orm import selectinload
 from replicate.webhook import WebhookSigningSecret, Webhooks
 
 from promptgen.extensions import db
@@ -70,7 +71,7 @@ def sender(app, client, prediction_id):
 
 def load(app, prediction_id):
     with app.app_context():
-        prediction = db.session.get(Prediction, prediction_id)
+        prediction = db.session.get(Prediction, prediction_id, options=[selectinload(Prediction.images)])
         deliveries = db.session.scalars(db.select(WebhookDelivery.webhook_id).order_by(WebhookDelivery.id)).all()
         db.session.expunge_all()
         return prediction, deliveries
@@ -106,9 +107,9 @@ def test_completed_event_queues_one_store_job(app, sender, prediction_id):
     assert response.status_code == 200
     prediction, _ = load(app, prediction_id)
     assert prediction.status == "succeeded"
-    assert prediction.output_url == OUTPUT_URL
+    assert prediction.output_urls == [OUTPUT_URL]
     assert prediction.completed_at is not None
-    assert prediction.image is None
+    assert prediction.images == []
     assert queued_jobs(app) == [("promptgen.jobs:store_output", f"[{prediction_id}]")]
 
 

@@ -65,6 +65,9 @@ DEFAULTS = {
     "PERIODIC_JOBS": [
         {"func": "promptgen.queue_admin:prune_jobs", "interval": 3600},
     ],
+    #: Events Replicate posts to the webhook: the start, new log lines (at most one request
+    #: every 500 ms, which carries the progress bar) and the end of each run.
+    "REPLICATE_WEBHOOK_EVENTS": ("start", "logs", "completed"),
     #: "off" for a machine that Replicate cannot reach: the worker polls each prediction.
     "REPLICATE_WEBHOOKS": "on",
     #: Seconds between two polls of one prediction when webhooks are off.

@@ -24,9 +24,6 @@ from .replicate_api import (
 
 logger = logging.getLogger(__name__)
 
-#: Events Replicate sends to the webhook: when the run starts and when it ends.
-WEBHOOK_EVENTS = ["start", "completed"]
-
 #: Queue for the jobs that create, poll, cancel and store predictions.
 PREDICTION_QUEUE = "urgent"
 
@@ -59,7 +56,7 @@ def generate(prediction_id):
     request = {"input": model_input}
     if webhooks_enabled():
         request["webhook"] = webhook_url(prediction_id)
-        request["webhook_events_filter"] = WEBHOOK_EVENTS
+        request["webhook_events_filter"] = list(current_app.config["REPLICATE_WEBHOOK_EVENTS"])
     earlier_attempt = prediction.sent_at is not None
     prediction.sent_at = prediction.sent_at or utcnow()
     prediction.create_attempts += 1

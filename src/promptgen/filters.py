@@ -40,7 +40,7 @@ def status_label(prediction):
 
 def card_state(prediction):
     """Return a short value that changes whenever a pending card would render differently."""
-    return f"{prediction.status}-{progress_percent(prediction.logs)}"
+    return f"{prediction.status}-{progress_percent(prediction.logs)}-{len(prediction.images)}"
 
 
 def duration(start, end):

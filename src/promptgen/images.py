@@ -21,6 +21,9 @@ _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 #: Longest side of the thumbnails on the index page, in pixels.
 THUMBNAIL_SIDE = 256
 
+#: Longest side of the previews on prediction cards, in pixels.
+PREVIEW_SIDE = 512
+
 JPEG_QUALITY = 90
 
 
@@ -95,10 +98,10 @@ def flatten(image):
     return image.convert("RGB")
 
 
-def make_thumbnail(data):
-    """Return a small JPEG of the stored image data for index pages."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+def make_thumbnail(data, side=THUMBNAIL_SIDE):
+    """Return a JPEG of the stored image data that fits into side pixels, for pages."""
+    image = flatten(Image.open(io.BytesIO(data)))
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
     return encode_jpeg(image)
 
 

@@ -4,7 +4,7 @@ import secrets
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, func, or_, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -90,7 +90,6 @@ class Prediction(db.Model):
     """
 
     __tablename__ = "predictions"
-    __table_args__ = NEVER_REUSE_IDS
 
     QUEUED = "queued"
     STARTING = "starting"
@@ -114,13 +113,11 @@ class Prediction(db.Model):
     #: prediction that request may have created before it creates another one.
     sent_at: Mapped[datetime | None]
     create_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
-    #: Output URL that the store job downloads the image from.
-    output_url: Mapped[str | None] = mapped_column(Text)
+    #: Output URLs that the store job downloads the images from, in the model's order.
+    output_urls: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
     download_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     #: True when Replicate removed the output before the store job could download it.
     output_expired: Mapped[bool] = mapped_column(default=False, server_default="0")
-    image: Mapped[bytes | None] = mapped_column(LargeBinary)
-    image_mime: Mapped[str | None] = mapped_column(String(32))
     #: Replicate's error, or why the output could not be stored.
     error: Mapped[str | None] = mapped_column(Text)
     logs: Mapped[str | None] = mapped_column(Text)
@@ -131,6 +128,12 @@ class Prediction(db.Model):
     completed_at: Mapped[datetime | None]
 
     prompt: Mapped[Prompt] = relationship(back_populates="predictions")
+    images: Mapped[list["PredictionImage"]] = relationship(
+        back_populates="prediction",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="PredictionImage.position",
+    )
     deliveries: Mapped[list["WebhookDelivery"]] = relationship(
         back_populates="prediction",
         cascade="all, delete-orphan",
@@ -138,7 +141,10 @@ class Prediction(db.Model):
         order_by="WebhookDelivery.id",
     )
 
-    __table_args__ = (Index("ix_predictions_status_updated_at", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_predictions_status_updated_at", "status", "updated_at"),
+        NEVER_REUSE_IDS,
+    )
 
     @property
     def is_pending(self):
@@ -146,11 +152,31 @@ class Prediction(db.Model):
         return self.status not in self.TERMINAL
 
     @property
+    def output_url(self):
+        """The first output URL, or None before the prediction succeeded."""
+        return self.output_urls[0] if self.output_urls else None
+
+    @property
+    def has_all_images(self):
+        """True once every output of a succeeded run is stored."""
+        return bool(self.output_urls) and len(self.images) >= len(self.output_urls)
+
+    @property
     def is_final(self):
-        """True once nothing about this row will change: an image, an error or a cancel."""
+        """True once nothing about this row will change: all images, an error or a cancel."""
         if self.status == self.SUCCEEDED:
-            return self.image is not None or self.error is not None
+            return self.has_all_images or self.error is not None
         return self.status in self.TERMINAL
+
+    @classmethod
+    def lacks_images(cls):
+        """SQL condition: the row has not succeeded yet, or some of its outputs are not stored."""
+        stored = (
+            select(func.count(PredictionImage.id))
+            .where(PredictionImage.prediction_id == cls.id)
+            .scalar_subquery()
+        )
+        return or_(cls.status != cls.SUCCEEDED, stored < func.json_array_length(cls.output_urls))
 
     def advance(self, status):
         """Move to status if it comes later than the current one; return whether it moved."""
@@ -167,6 +193,25 @@ class Prediction(db.Model):
         if status in self.TERMINAL:
             self.completed_at = utcnow()
         return True
+
+
+class PredictionImage(db.Model):
+    """One output image of a prediction, with a smaller JPEG preview for its card."""
+
+    __tablename__ = "prediction_images"
+    __table_args__ = (UniqueConstraint("prediction_id", "position"), NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"))
+    #: Index of the image in the prediction's output list, from 0.
+    position: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    mime: Mapped[str] = mapped_column(String(32))
+    #: JPEG made once when the image is stored; pages show this, downloads send data.
+    preview: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="images")
 
 
 class WebhookDelivery(db.Model):

@@ -9,7 +9,8 @@ from flask import current_app
 from .creation import PREDICTION_QUEUE, retry_delay
 from .downloads import DownloadRejected, OutputExpired, download_output
 from .extensions import db
-from .models import Prediction, utcnow
+from .images import PREVIEW_SIDE, make_thumbnail
+from .models import Prediction, PredictionImage, utcnow
 from .predictions import fail_prediction, mark_output_expired, needs_download
 from .queue import enqueue_call
 from .write_lock import database_write_lock
@@ -18,11 +19,12 @@ logger = logging.getLogger(__name__)
 
 
 def store(prediction_id):
-    """Download the output of a succeeded row into it, unless it is stored or final already.
+    """Download the outputs of a succeeded row that are not stored yet, unless it is final.
 
     An output past OUTPUT_LIFETIME, or one whose host returns 404 or 410, is marked expired.
     A rejected URL or file fails the row at once. Network failures and timeouts are retried
-    up to DOWNLOAD_MAX_ATTEMPTS times in all, then the row shows a failed download.
+    up to DOWNLOAD_MAX_ATTEMPTS times in all, then the row shows a failed download. Images
+    stored by an earlier attempt are kept, and each position is stored once.
     """
     config = current_app.config
     prediction = db.session.get(Prediction, prediction_id)
@@ -39,31 +41,43 @@ def store(prediction_id):
 
     prediction.download_attempts += 1
     attempt = prediction.download_attempts
-    url = prediction.output_url
+    stored = {image.position for image in prediction.images}
+    missing = [(position, url) for position, url in enumerate(prediction.output_urls) if position not in stored]
     db.session.commit()
 
-    try:
-        data, mime = download_output(url, config)
-    except OutputExpired as error:
-        _mark_expired(prediction_id, error)
-        return
-    except DownloadRejected as error:
-        logger.warning("prediction %s: output rejected: %s", prediction_id, error)
-        fail_prediction(prediction_id, f"The output could not be stored: {error}")
-        return
-    except httpx.TransportError as error:
-        _retry_or_fail(prediction_id, attempt, error)
-        return
+    for position, url in missing:
+        try:
+            data, mime = download_output(url, config)
+        except OutputExpired as error:
+            _mark_expired(prediction_id, error)
+            return
+        except DownloadRejected as error:
+            logger.warning("prediction %s: output %d rejected: %s", prediction_id, position, error)
+            fail_prediction(prediction_id, f"The output could not be stored: {error}")
+            return
+        except httpx.TransportError as error:
+            _retry_or_fail(prediction_id, attempt, error)
+            return
 
-    with database_write_lock(config):
+        if not _save_image(prediction_id, position, data, mime):
+            return
+
+
+def _save_image(prediction_id, position, data, mime):
+    """Store one output image with its preview; return False when the row no longer wants it."""
+    preview = make_thumbnail(data, side=PREVIEW_SIDE).data
+    with database_write_lock(current_app.config):
         prediction = db.session.get(Prediction, prediction_id)
         if prediction is None or not needs_download(prediction):
             db.session.rollback()
-            return
-        prediction.image = data
-        prediction.image_mime = mime
+            return False
+        if any(image.position == position for image in prediction.images):
+            db.session.rollback()
+            return True
+        prediction.images.append(PredictionImage(position=position, data=data, mime=mime, preview=preview))
         db.session.commit()
-    logger.info("prediction %s: stored %d-byte %s", prediction_id, len(data), mime)
+    logger.info("prediction %s: stored output %d, %d-byte %s", prediction_id, position, len(data), mime)
+    return True
 
 
 def _mark_expired(prediction_id, error):

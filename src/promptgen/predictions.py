@@ -63,11 +63,11 @@ def apply_remote_state(prediction, remote):
     elif status == Prediction.CANCELED:
         prediction.error = None
     elif status == Prediction.SUCCEEDED:
-        prediction.output_url = first_output_url(remote.get("output"))
+        prediction.output_urls = output_url_list(remote.get("output"))
         if remote.get("data_removed"):
             mark_output_expired(prediction)
             return False
-        if prediction.output_url is None:
+        if not prediction.output_urls:
             prediction.error = "The model finished but returned no image."
             return False
         return True
@@ -105,20 +105,20 @@ def cancel_locally(prediction):
     return prediction.replicate_id
 
 
-def first_output_url(output):
-    """Return the first URL of a prediction's output (a URL or a list of them), or None."""
+def output_url_list(output):
+    """Return the URLs of a prediction's output (a URL or a list of them), in order."""
     if isinstance(output, str):
-        return output
+        return [output]
     if isinstance(output, list):
-        return next((item for item in output if isinstance(item, str)), None)
-    return None
+        return [item for item in output if isinstance(item, str)]
+    return []
 
 
 def needs_download(prediction):
-    """Return True for a succeeded row whose output is still to be stored."""
+    """Return True for a succeeded row with outputs still to be stored."""
     return (
         prediction.status == Prediction.SUCCEEDED
-        and prediction.image is None
         and prediction.error is None
-        and prediction.output_url is not None
+        and bool(prediction.output_urls)
+        and not prediction.has_all_images
     )

@@ -105,7 +105,7 @@ def reconcile():
         .where(
             Prediction.updated_at < stale,
             Prediction.status.in_([Prediction.QUEUED, *RUNNING, Prediction.SUCCEEDED]),
-            Prediction.image.is_(None),
+            Prediction.lacks_images(),
             Prediction.error.is_(None),
         )
         .order_by(Prediction.updated_at)

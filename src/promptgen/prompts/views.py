@@ -216,20 +216,23 @@ def prediction(prompt_id, prediction_id):
     return render_template("prompts/_prediction.html", prediction=prediction)
 
 
-@bp.get("/<int:prompt_id>/predictions/<int:prediction_id>/image")
-def download(prompt_id, prediction_id):
-    """Send a finished prediction's image as a file named after the prompt."""
+@bp.get("/<int:prompt_id>/predictions/<int:prediction_id>/images/<int:position>")
+def download(prompt_id, prediction_id, position):
+    """Send one output image of a prediction as a file named after the prompt."""
     prediction = get_own_prediction(prompt_id, prediction_id)
-    if prediction.image is None:
+    image = next((image for image in prediction.images if image.position == position), None)
+    if image is None:
         abort(404)
 
-    extension = prediction.image_mime.removeprefix("image/").replace("jpeg", "jpg")
-    stem = download_stem(prediction.prompt.title)
+    extension = image.mime.removeprefix("image/").replace("jpeg", "jpg")
+    name = f"{download_stem(prediction.prompt.title)}-{prediction.id}"
+    if len(prediction.output_urls) > 1:
+        name += f"-{position + 1}"
     return send_file(
-        io.BytesIO(prediction.image),
-        mimetype=prediction.image_mime,
+        io.BytesIO(image.data),
+        mimetype=image.mime,
         as_attachment=True,
-        download_name=f"{stem}-{prediction.id}.{extension}",
+        download_name=f"{name}.{extension}",
     )
 
 
