@@ -293,3 +293,16 @@ def test_delivery_records_event(app, sender, prediction_id):
             db.select(WebhookDelivery.event, WebhookDelivery.status, WebhookDelivery.prediction_id)
         ).all()
     assert [tuple(row) for row in rows] == [("start", "starting", prediction_id), ("completed", "succeeded", prediction_id)]
+
+
+def test_secret_unavailable_answers_503(app, sender, prediction_id):
+    from .support import free_port
+
+    app.config["REPLICATE_WEBHOOK_SECRET"] = None
+    app.config["REPLICATE_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
+
+    response = sender.post(prediction_body("succeeded", output=[OUTPUT_URL]))
+
+    assert response.status_code == 503
+    assert response.get_json() == {"error": "The webhook signing secret could not be fetched; retry later."}
+    assert_nothing_written(app, prediction_id)

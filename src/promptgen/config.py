@@ -64,6 +64,7 @@ DEFAULTS = {
     #: Jobs that one worker at a time enqueues at fixed intervals (see promptgen.scheduler).
     "PERIODIC_JOBS": [
         {"func": "promptgen.queue_admin:prune_jobs", "interval": 3600},
+        {"func": "promptgen.jobs:reconcile_predictions", "interval": 60},
     ],
     #: Events Replicate posts to the webhook: the start, new log lines (at most one request
     #: every 500 ms, which carries the progress bar) and the end of each run.

@@ -3,7 +3,10 @@
 import json
 import logging
 
+import httpx
+
 from flask import Blueprint, current_app, request
+from replicate.exceptions import ReplicateError
 from replicate.webhook import Webhooks
 from sqlalchemy.exc import IntegrityError
 
@@ -31,22 +34,30 @@ def receive():
     webhook_id = request.headers.get("webhook-id", "")
     body = request.get_data(as_text=True)
 
-    try:
-        Webhooks.validate(
-            headers=dict(request.headers),
-            body=body,
-            secret=webhook_secret(),
-            tolerance=current_app.config["WEBHOOK_TOLERANCE"],
-        )
-    except ValueError as error:
-        logger.warning("webhook %r from %s rejected: %s", webhook_id, request.remote_addr, error)
-        return {"error": f"Invalid webhook signature: {error}"}, 401
-
+    # The token is checked first: it needs no network, so a request without a valid one
+    # never makes the app fetch the signing secret.
     try:
         prediction_id = load_prediction_id(request.args.get("token", ""))
     except InvalidToken as error:
         logger.warning("webhook %r from %s rejected: %s", webhook_id, request.remote_addr, error)
         return {"error": "Invalid or missing token."}, 403
+
+    try:
+        secret = webhook_secret()
+    except (ReplicateError, httpx.HTTPError) as error:
+        logger.error("webhook %r for prediction %s: signing secret unavailable: %s", webhook_id, prediction_id, error)
+        return {"error": "The webhook signing secret could not be fetched; retry later."}, 503
+
+    try:
+        Webhooks.validate(
+            headers=dict(request.headers),
+            body=body,
+            secret=secret,
+            tolerance=current_app.config["WEBHOOK_TOLERANCE"],
+        )
+    except ValueError as error:
+        logger.warning("webhook %r from %s rejected: %s", webhook_id, request.remote_addr, error)
+        return {"error": f"Webhook verification failed: {error}"}, 401
 
     payload = _parse_payload(body)
     if payload is None:
