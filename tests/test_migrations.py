@@ -106,37 +106,3 @@ def test_ids_of_deleted_rows_never_return(tmp_path):
         db.engine.dispose()
 
     assert "AUTOINCREMENT" in sql
-
-
-def test_upgrade_keeps_prompts_and_predictions(tmp_path):
-    app = make_app(tmp_path)
-    with app.app_context():
-        upgrade(revision=FIRST_REVISION)
-        with db.engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO users (id, email, password_hash, created_at)"
-                    " VALUES (1, 'old@example.com', 'hash', '2026-01-01 00:00:00')"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO prompts (id, user_id, title, description, image, image_mime, thumbnail,"
-                    " created_at, updated_at) VALUES (1, 1, 't', '', x'00', 'image/jpeg', x'00',"
-                    " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-                )
-            )
-            connection.execute(
-                text("INSERT INTO predictions (id, prompt_id, status, created_at) VALUES (1, 1, 'succeeded', '2026-01-01')")
-            )
-
-        upgrade()
-
-        with db.engine.connect() as connection:
-            counts = [
-                connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
-                for table in ("users", "prompts", "predictions")
-            ]
-        db.engine.dispose()
-
-    assert counts == [1, 1, 1]

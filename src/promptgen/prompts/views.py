@@ -36,14 +36,14 @@ PROMPTS_PER_PAGE = 24
 #: Highest page number read from a URL; larger ones are treated as this one.
 MAX_PAGE = 1_000_000
 
-#: Longest part of a downloaded file's name taken from the prompt, in characters.
+#: Maximum length, in characters, of the part of a download name taken from the prompt.
 MAX_FILENAME_STEM = 60
 
 
 @bp.before_request
 @login_required
 def require_login():
-    """Every prompt page belongs to an account."""
+    """Require a logged-in account on every prompt page."""
 
 
 def get_own_prompt(prompt_id):
