@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python -m bench.queue_bench
 	$(BIN)/python bench/webhook_bench.py
+	$(BIN)/python -m bench.page_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info
