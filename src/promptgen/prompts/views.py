@@ -93,8 +93,8 @@ def new():
 def create():
     """Save a prompt with its photo and start the first prediction."""
     form = NewPromptForm()
-    photo = _validated_photo(form)
-    if photo is None:
+    valid, photo = _validate_with_photo(form)
+    if not valid:
         return render_template("prompts/new.html", form=form), form_status(form)
     if _pending_limit_reached(form):
         return render_template("prompts/new.html", form=form), 429
@@ -130,13 +130,13 @@ def edit(prompt_id):
     if not form.is_submitted():
         return render_template("prompts/edit.html", form=form, prompt=prompt)
 
-    photo = _validated_photo(form)
-    if photo is None:
+    valid, photo = _validate_with_photo(form)
+    if not valid:
         return render_template("prompts/edit.html", form=form, prompt=prompt), form_status(form)
 
     prompt.title = form.title.data.strip()
     prompt.description = form.description.data or ""
-    if photo is not True:
+    if photo is not None:
         _set_photo(prompt, photo)
     db.session.commit()
 
@@ -280,23 +280,24 @@ def _pending_limit_reached(form):
     return True
 
 
-def _validated_photo(form):
-    """Validate form and its photo; return the processed photo, True for no new photo, or None.
+def _validate_with_photo(form):
+    """Validate form and decode its photo; return (valid, photo).
 
-    None means the form has errors to show, with nothing saved.
+    photo is None when no file was sent. When valid is False the form carries the errors
+    to show, and nothing has been saved.
     """
     if not form.validate_on_submit():
-        return None
+        return False, None
 
     upload = form.image.data
     if not upload:
-        return True
+        return True, None
     try:
-        return normalize_upload(upload.read(), current_app.config["IMAGE_MAX_SIDE"])
+        return True, normalize_upload(upload.read(), current_app.config["IMAGE_MAX_SIDE"])
     except InvalidImage as error:
         form.image.errors = [*form.image.errors, str(error)]
         logger.info("upload by account %s rejected: %s", current_user.id, error)
-        return None
+        return False, None
 
 
 def _set_photo(prompt, photo):
