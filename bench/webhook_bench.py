@@ -5,21 +5,33 @@ Starts the simulator, gunicorn (threaded workers) and one promptgen worker on fr
 
 1. creates one remote prediction per row on the simulator (without a webhook) and
    waits until they have all succeeded, so their output files can be downloaded;
-2. posts the "start" and "completed" events of every row from several threads, signed
+2. logs in the page pollers and builds the senders' HTTP clients, so that this setup
+   work (a login is about 100 ms of scrypt) does not share the CPU with the deliveries.
+   On a 2-core machine, two logins during the first deliveries raised the webhook p99
+   from about 20 ms to 90-240 ms, and building the clients in the sender threads raised
+   it to 110-210 ms;
+3. posts the "start" and "completed" events of every row from several threads, signed
    as Replicate signs them. A third of all deliveries repeat an earlier one with the
    same webhook-id, some at the same moment. A quarter of the rows get "completed"
    before "start";
-3. polls the prediction pages as a browser would while the deliveries run;
-4. waits until every row has its image, then prints latency percentiles, responses by
+4. polls the prediction pages as a browser would while the deliveries run;
+5. waits until every row has its image, then prints latency percentiles, responses by
    status, the final counts and whether each target was met. Exits 1 if one was missed.
+
+Webhook latency is counted from the planned start of each delivery, so it includes
+any time the delivery waited for a free sender thread. The time gunicorn logged for each
+request is printed beside it, and the two differ by the time spent in the network stack,
+in gunicorn before the view runs and in this process.
 
 Run it with `make bench` or `.venv/bin/python bench/webhook_bench.py`.
 """
 
 import argparse
+import gc
 import io
 import json
 import os
+import queue
 import random
 import re
 import shutil
@@ -179,24 +191,34 @@ def plan_deliveries(rows, total, rng):
 
 
 def send_all(web_url, deliveries, senders, rate):
-    """Post every delivery from senders threads; return [(status or error, seconds)].
+    """Post every delivery from senders threads; return [(status or error, seconds, start lag)].
 
-    With a rate, delivery n starts n / rate seconds after the first (an open loop, as
-    webhooks arrive), or as soon as a thread is free if that is later.
+    With a rate, delivery n is planned n / rate seconds after the first (an open loop, as
+    webhooks arrive) and starts then, or as soon as a thread is free if that is later. The
+    start lag is how many seconds after its planned time a delivery was sent.
+
+    The HTTP clients are built before the first delivery is planned. Building one loads the
+    TLS certificate store, about 20 ms of CPU, and when each thread built its own at the
+    start, the first deliveries were sent up to 190 ms late.
     """
     from promptgen.simulator.signing import sign
 
+    clients = [httpx.Client(timeout=30) for _ in range(senders)]
+    unused_clients = queue.SimpleQueue()
+    for client in clients:
+        unused_clients.put(client)
     local = threading.local()
+
+    def take_client():
+        local.client = unused_clients.get()
 
     start = time.monotonic() + 0.1
 
     def send(numbered):
         number, (webhook_id, token, body) = numbered
+        planned = start + number / rate if rate else start
         if rate:
-            time.sleep(max(0.0, start + number / rate - time.monotonic()))
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = httpx.Client(timeout=30)
+            time.sleep(max(0.0, planned - time.monotonic()))
         raw = json.dumps(body).encode()
         timestamp = str(int(time.time()))
         headers = {
@@ -206,23 +228,39 @@ def send_all(web_url, deliveries, senders, rate):
             "webhook-signature": sign(WEBHOOK_SECRET, webhook_id, timestamp, raw),
         }
         started = time.perf_counter()
+        lag = max(0.0, time.monotonic() - planned) if rate else 0.0
         try:
-            response = client.post(f"{web_url}/replicate/webhook?token={token}", content=raw, headers=headers)
+            response = local.client.post(f"{web_url}/replicate/webhook?token={token}", content=raw, headers=headers)
             outcome = response.status_code
         except httpx.HTTPError as error:
             outcome = type(error).__name__
-        return outcome, time.perf_counter() - started
+        return outcome, time.perf_counter() - started, lag
 
-    with ThreadPoolExecutor(senders) as pool:
-        return list(pool.map(send, enumerate(deliveries)))
+    try:
+        with ThreadPoolExecutor(senders, initializer=take_client) as pool:
+            return list(pool.map(send, enumerate(deliveries)))
+    finally:
+        for client in clients:
+            client.close()
 
 
-def poll_pages(web_url, prompt_id, prediction_ids, stop, results, interval):
-    """Log in and GET prediction cards, as pending cards on a page do, until stop is set."""
+def logged_in_client(web_url):
+    """Log in as the bench account and return the HTTP client that holds the session cookie.
+
+    Logging in checks the password with scrypt, about 100 ms of CPU per login on a
+    2-core test machine, so the pollers log in before the deliveries start.
+    """
     client = httpx.Client(base_url=web_url, timeout=30)
     page = client.get("/login").text
     token = re.search(r'name="csrf_token"[^>]* value="([^"]+)"', page).group(1)
-    client.post("/login", data={"email": "bench@example.com", "password": PASSWORD, "csrf_token": token})
+    response = client.post("/login", data={"email": "bench@example.com", "password": PASSWORD, "csrf_token": token})
+    if response.status_code != 302:
+        raise RuntimeError(f"bench login failed with status {response.status_code}. Run with --keep and read web.log.")
+    return client
+
+
+def poll_pages(client, prompt_id, prediction_ids, stop, results, interval):
+    """GET prediction cards, as pending cards on a page do, until stop is set."""
     rng = random.Random()
     while not stop.wait(interval):
         path = f"/prompts/{prompt_id}/predictions/{rng.choice(prediction_ids)}"
@@ -339,13 +377,20 @@ def main():
         pollers = [
             threading.Thread(
                 target=poll_pages,
-                args=(web_url, prompt_id, prediction_ids, stop, page_results, arguments.pollers / arguments.poll_rate),
+                args=(
+                    logged_in_client(web_url), prompt_id, prediction_ids, stop, page_results,
+                    arguments.pollers / arguments.poll_rate,
+                ),
             )
             for _ in range(arguments.pollers)
         ]
         for poller in pollers:
             poller.start()
 
+        # A full collection in this process scans every object of the app it imported, and
+        # it stalled the senders for about 60 ms in runs on a 2-core machine. Collections
+        # skip frozen objects.
+        gc.freeze()
         print(f"sending {len(deliveries)} webhook deliveries from {arguments.senders} threads ...", flush=True)
         started = time.monotonic()
         results = send_all(web_url, deliveries, arguments.senders, arguments.rate)
@@ -375,8 +420,12 @@ def main():
 
 
 def report(arguments, rows, results, page_results, counts, sending_seconds, stored_seconds, server, logs):
-    latencies = [seconds * 1000 for outcome, seconds in results]
-    by_status = Counter(outcome for outcome, _ in results)
+    # The target applies to the latency from the planned start, so a sender that falls
+    # behind the plan cannot hide the wait from the figures.
+    latencies = [(seconds + lag) * 1000 for _, seconds, lag in results]
+    response_times = [seconds * 1000 for _, seconds, _ in results]
+    lags = [lag * 1000 for _, _, lag in results]
+    by_status = Counter(outcome for outcome, _, _ in results)
     pages_by_status = Counter(outcome for outcome, _ in page_results)
     page_latencies = [seconds * 1000 for _, seconds in page_results] or [0.0]
     server_errors = sum(count for outcome, count in by_status.items() if not isinstance(outcome, int) or outcome >= 500)
@@ -397,6 +446,12 @@ def report(arguments, rows, results, page_results, counts, sending_seconds, stor
           f"{arguments.senders} sender threads; gunicorn {arguments.gunicorn_workers} workers x {arguments.gunicorn_threads} threads")
     print(f"webhook latency ms: p50 {statistics.median(latencies):.1f}  p90 {percentile(latencies, 0.9):.1f}  "
           f"p99 {p99:.1f}  max {max(latencies):.1f}")
+    if arguments.rate:
+        print(f"  of which start lag behind the plan ms: p50 {statistics.median(lags):.1f}  "
+              f"p99 {percentile(lags, 0.99):.1f}  max {max(lags):.1f}")
+        print(f"  response time from the send ms: p50 {statistics.median(response_times):.1f}  "
+              f"p90 {percentile(response_times, 0.9):.1f}  p99 {percentile(response_times, 0.99):.1f}  "
+              f"max {max(response_times):.1f}")
     if server:
         print(f"webhook time inside gunicorn ms: p50 {statistics.median(server):.1f}  p90 {percentile(server, 0.9):.1f}  "
               f"p99 {percentile(server, 0.99):.1f}  max {max(server):.1f}")
