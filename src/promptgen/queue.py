@@ -193,6 +193,9 @@ _inherited_connections = []
 
 _queues_by_path = {}
 
+# Calling the decoder's method skips the keyword checks of json.loads on every row.
+_decode_json = json.JSONDecoder().decode
+
 
 @dataclass(frozen=True)
 class Job:
@@ -226,10 +229,11 @@ class Job:
     def from_row(cls, row):
         """Build a Job from a row selected with JOB_COLUMNS, whose order matches the fields."""
         values = list(row)
-        values[3] = json.loads(values[3])
-        values[4] = json.loads(values[4])
+        values[3] = _decode_json(values[3])
+        # Most jobs have no keyword arguments, and enqueue stores those as "{}".
+        values[4] = {} if values[4] == "{}" else _decode_json(values[4])
         if values[12] is not None:
-            values[12] = json.loads(values[12])
+            values[12] = _decode_json(values[12])
         return cls(*values)
 
     @property
@@ -423,7 +427,9 @@ class Queue:
         """
         now = self._now(now)
         names = _queue_names(queues) if worker_id is not None else None
-        params = {**_owner(job), "result": _encode_result(job, result), "now": now}
+        params = _owner(job)
+        params["result"] = _encode_result(job, result)
+        params["now"] = now
 
         with self._transaction() as connection:
             cursor = connection.execute(
@@ -621,7 +627,8 @@ class Queue:
         else:
             rows = []
             for name in names:
-                rows = connection.execute(CLAIM_FROM_QUEUE_SQL, {**params, "queue": name}).fetchall()
+                params["queue"] = name
+                rows = connection.execute(CLAIM_FROM_QUEUE_SQL, params).fetchall()
                 if rows:
                     break
 
@@ -842,6 +849,8 @@ def _active_job_with_key(connection, key):
 
 
 def _encode_result(job, result):
+    if result is None:
+        return "null"
     try:
         return json.dumps(result, allow_nan=False)
     except (TypeError, ValueError):

@@ -8,12 +8,22 @@ import traceback
 # Workers call the same few job functions over and over.
 _resolved_functions = {}
 
+# Callables that passed the checks of function_path, so producers that enqueue the
+# same function over and over check it once.
+_function_paths = {}
+
 
 def function_path(func):
     """Return "module:qualname" for a module-level callable, or check and return such a string."""
     if isinstance(func, str):
         _validate_function_string(func)
         return func
+
+    try:
+        return _function_paths[func]
+    except (KeyError, TypeError):
+        # TypeError: an unhashable callable is checked on every call.
+        pass
 
     if not callable(func):
         raise TypeError(
@@ -50,6 +60,10 @@ def function_path(func):
             f"job function {func!r} cannot be imported as {path}."
             " Pass a module-level function."
         )
+    try:
+        _function_paths[func] = path
+    except TypeError:
+        pass
     return path
 
 

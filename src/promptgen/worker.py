@@ -288,6 +288,8 @@ class Worker:
 
     def _log_job(self, level, job, outcome, duration_ms, error=None):
         """Log the one line that each job gets: id, function, queue, wait, duration and outcome."""
+        if not logger.isEnabledFor(level):
+            return
         wait_ms = (job.wait_seconds or 0.0) * 1000
         logger.log(
             level,
