@@ -20,6 +20,15 @@ BUSY_TIMEOUT_SECONDS = 10.0
 #: syncs the WAL at every commit, so a committed job survives a power loss too.
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
+#: Page size of a new queue file. Every commit writes each page it changed to the
+#: WAL, and an enqueue, claim or finish changes a page of the table and a page of
+#: each index it touches, so smaller pages mean fewer bytes per commit. On a 2-CPU
+#: VM (SQLite 3.40.1), 2048 instead of SQLite's default 4096 raised bare INSERTs
+#: into this schema from about 29,000 to 35,000 per second, and claim-and-finish
+#: transactions from about 21,500 to 24,000. Rows longer than about 2000 bytes
+#: spill onto overflow pages. Files created before keep their page size.
+PAGE_SIZE_BYTES = 2048
+
 JOBS_TABLE = """
     CREATE TABLE jobs (
         seq INTEGER PRIMARY KEY,
@@ -107,6 +116,9 @@ def open_connection(path, synchronous="NORMAL"):
     connection.row_factory = sqlite3.Row
 
     connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    # Takes effect only in a new, empty file. Must come before journal_mode, which
+    # writes the file's first page.
+    connection.execute(f"PRAGMA page_size = {PAGE_SIZE_BYTES}")
     journal_mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if journal_mode != "wal":
         connection.close()
