@@ -69,7 +69,7 @@ import random
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from flask import current_app
 
@@ -234,7 +234,11 @@ class Job:
         values[4] = {} if values[4] == "{}" else _decode_json(values[4])
         if values[12] is not None:
             values[12] = _decode_json(values[12])
-        return cls(*values)
+        # Filling __dict__ skips the generated __init__, which sets each of the 22
+        # fields through object.__setattr__ because the class is frozen.
+        job = object.__new__(cls)
+        job.__dict__.update(zip(_JOB_FIELD_NAMES, values))
+        return job
 
     @property
     def wait_seconds(self):
@@ -253,6 +257,9 @@ class Job:
     def perform(self):
         """Import the job function and call it with the stored arguments."""
         return resolve_function(self.func)(*self.args, **self.kwargs)
+
+
+_JOB_FIELD_NAMES = tuple(job_field.name for job_field in fields(Job))
 
 
 class Queue:
