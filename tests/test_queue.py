@@ -19,6 +19,7 @@ from promptgen.queue import (
     Queue,
     retry_delay,
 )
+from promptgen.queue_schema import PAGE_SIZE_BYTES
 
 from . import jobs_for_tests
 # The clock, queue_path and queue fixtures come from queue_support.
@@ -469,6 +470,43 @@ def test_database_file_settings(queue, queue_path):
     assert "jobs_ready" in indexes
     assert "jobs_lease_until" in indexes
     assert "jobs_unique_key" in indexes
+
+
+def test_new_file_page_size(queue, queue_path):
+    connection = sqlite3.connect(queue_path)
+    try:
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        connection.close()
+
+    assert page_size == PAGE_SIZE_BYTES
+
+
+def test_existing_file_keeps_page_size(queue_path):
+    connection = sqlite3.connect(queue_path)
+    connection.execute("PRAGMA page_size = 8192")
+    connection.execute("CREATE TABLE other (x)")
+    connection.close()
+
+    reopened = Queue(queue_path)
+    try:
+        page_size = reopened.read("PRAGMA page_size")[0][0]
+    finally:
+        reopened.close()
+
+    assert page_size == 8192
+
+
+def test_failed_block_rolls_back(queue):
+    job_id = queue.enqueue(jobs_for_tests.add, 1, 2)
+
+    with pytest.raises(RuntimeError, match="stop"):
+        with queue.transaction() as connection:
+            connection.execute("UPDATE jobs SET status = 'canceled' WHERE id = ?", (job_id,))
+            raise RuntimeError("stop")
+
+    assert queue.fetch_job(job_id).status == "queued"
+    assert not queue._connection().in_transaction
 
 
 def test_claim_query_uses_ready_index(queue):
