@@ -139,8 +139,8 @@ def queued_jobs(app):
 def live_stack(tmp_path):
     """Start migrations, the simulator, the web server and one worker as real processes.
 
-    Call the fixture's value with the simulator's run time in seconds; it returns the web
-    server's URL and the processes, whose logs a failing test can print.
+    Call the fixture's value with the simulator's run time in seconds. It returns the web
+    server's URL and the processes, so a failing test can print their logs.
     """
     processes = []
 

@@ -1,4 +1,5 @@
 import pytest
+from werkzeug.security import check_password_hash
 
 from promptgen.extensions import db
 from promptgen.models import User
@@ -16,7 +17,7 @@ def test_signup_creates_account_and_logs_in(client, accounts, app):
         user = db.session.scalar(db.select(User))
         assert user.email == "ada@example.com"
         assert user.password_hash != PASSWORD
-        assert user.check_password(PASSWORD)
+        assert check_password_hash(user.password_hash, PASSWORD)
 
 
 def test_signup_email_unique_regardless_of_case(client, accounts, app):

@@ -41,7 +41,9 @@ def test_normalize_applies_exif_orientation():
     image = Image.open(io.BytesIO(stored.data))
     assert image.size == (200, 300)
     red, green, blue = image.getpixel((185, 10))
-    assert red > 200 and green < 60 and blue < 60
+    assert red > 200
+    assert green < 60
+    assert blue < 60
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "P", "L", "CMYK"])
@@ -115,7 +117,9 @@ def test_normalize_puts_transparency_on_white():
     image = Image.open(io.BytesIO(stored.data))
     assert image.getpixel((15, 10)) >= (250, 250, 250)
     red, green, blue = image.getpixel((5, 10))
-    assert red > 240 and green < 20 and blue < 20
+    assert red > 240
+    assert green < 20
+    assert blue < 20
 
 
 def test_normalize_decodes_large_jpeg_reduced():

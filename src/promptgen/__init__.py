@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-#: The repository root, which holds templates/, static/ and instance/.
+#: The repository root, which contains templates/, static/ and instance/.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -90,7 +90,7 @@ DEFAULTS = {
     #: Replicate deletes outputs of API predictions one hour after they are created.
     "OUTPUT_LIFETIME": 3600,
     #: Pending predictions that have not changed for this many seconds are checked by
-    #: reconcile_predictions, which asks Replicate about them.
+    #: reconcile_predictions, which requests their state from Replicate.
     "RECONCILE_AFTER": 120,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
@@ -120,7 +120,7 @@ def _derive_settings(app):
     config["PORT"] = int(config["PORT"])
     config["SIMULATOR_PORT"] = int(config["SIMULATOR_PORT"])
 
-    # The instance folder holds the databases and secrets: readable by the owner only.
+    # The instance folder contains the databases and secrets, so only its owner may read it.
     instance.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = read_or_create_secret_key(instance / "secret_key")

@@ -1,4 +1,4 @@
-"""Error pages that say what went wrong and what to do next."""
+"""Error pages that explain what went wrong and what to do next."""
 
 import logging
 

@@ -18,10 +18,10 @@ MAX_PIXELS = 50_000_000
 DECODE_SLOTS = 2
 _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
-#: Longest side of the thumbnails on the index page, in pixels.
+#: Maximum side of the thumbnails on the index page, in pixels.
 THUMBNAIL_SIDE = 256
 
-#: Longest side of the previews on prediction cards, in pixels.
+#: Maximum side of the previews on prediction cards, in pixels.
 PREVIEW_SIDE = 512
 
 JPEG_QUALITY = 90

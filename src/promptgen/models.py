@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from flask_login import UserMixin
 from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, func, or_, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import generate_password_hash
 
 from .extensions import db
 
@@ -42,9 +42,6 @@ class User(UserMixin, db.Model):
 
     def set_password(self, password):
         self.password_hash = generate_password_hash(password)
-
-    def check_password(self, password):
-        return check_password_hash(self.password_hash, password)
 
     def get_id(self):
         """Return the id Flask-Login keeps in the session: the row id and the session token."""
@@ -150,11 +147,6 @@ class Prediction(db.Model):
     def is_pending(self):
         """True while the model may still run: queued, starting or processing."""
         return self.status not in self.TERMINAL
-
-    @property
-    def output_url(self):
-        """The first output URL, or None before the prediction succeeded."""
-        return self.output_urls[0] if self.output_urls else None
 
     @property
     def has_all_images(self):

@@ -5,10 +5,10 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from .. import settings
 
-#: Longest prompt text accepted, in characters.
+#: Maximum length of the prompt text, in characters.
 MAX_TITLE_LENGTH = 500
 
-#: Longest description accepted, in characters.
+#: Maximum length of the description, in characters.
 MAX_DESCRIPTION_LENGTH = 5000
 
 
