@@ -187,3 +187,27 @@ def attach_image(prediction, data, mime="image/jpeg", position=0):
         urls.append(f"https://replicate.delivery/test/out-{len(urls)}.png")
     prediction.output_urls = urls
     prediction.images.append(PredictionImage(position=position, data=data, mime=mime, preview=data))
+
+
+def png_photo(size=(320, 240), color=(200, 30, 30)):
+    """Return a PNG of one color, to upload in place of the fixture photo."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def edit_prompt(client, location, title, photo=None):
+    """Post the edit form of the prompt at location, with a new photo if one is given."""
+    import io
+
+    token = csrf_token(client, location + "/edit")
+    data = {"title": title, "description": "", "csrf_token": token}
+    if photo is not None:
+        data["image"] = (io.BytesIO(photo), "edited.png")
+    response = client.post(location + "/edit", data=data, content_type="multipart/form-data")
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return response

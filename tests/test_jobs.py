@@ -1,5 +1,6 @@
 """The generate and store jobs against the simulator, with the app serving its webhook."""
 
+import base64
 import email.utils
 import io
 import socket
@@ -19,14 +20,22 @@ from promptgen.downloads import (
     download_output,
     is_public_address,
 )
-from promptgen.extensions import db
+from promptgen.extensions import begin_immediate, db
 from promptgen.jobs import generate_prediction, store_output
-from promptgen.models import Prediction
+from promptgen.models import Prediction, Prompt
 from promptgen.replicate_api import parse_retry_after
 from promptgen.simulator import create_simulator_app
 from promptgen.worker import Worker
 
-from .conftest import WEBHOOK_SECRET, add_prompt, queued_jobs
+from .conftest import (
+    WEBHOOK_SECRET,
+    add_prompt,
+    create_prompt,
+    csrf_token,
+    edit_prompt,
+    png_photo,
+    queued_jobs,
+)
 from .support import FIXTURES, ServerThread, wait_for
 
 MODEL = "stability-ai/stable-diffusion-img2img"
@@ -101,6 +110,107 @@ def test_generate_sends_chosen_settings(served_app, simulator):
     [remote] = remote_predictions(simulator)
     assert remote["input"]["seed"] == 99
     assert remote["input"]["guidance_scale"] == 12.0
+
+
+def sent_image(remote):
+    """Return the bytes of the image that a remote prediction was sent as a data URL."""
+    return base64.b64decode(remote["input"]["image"].split(",", 1)[1])
+
+
+def prompt_photo(app, prompt_id):
+    with app.app_context():
+        return db.session.get(Prompt, prompt_id).image
+
+
+def work_until(app, condition, message):
+    """Run ready jobs in bursts, as the worker command does, until condition() is true."""
+
+    def done():
+        token = begin_immediate.set(True)
+        try:
+            Worker(app).work(burst=True)
+        finally:
+            begin_immediate.reset(token)
+        return condition()
+
+    return wait_for(done, timeout=20, message=message)
+
+
+@pytest.fixture
+def edited_after_generate(served_app, client, accounts, photo_bytes):
+    """Create a prompt, which queues its first prediction, and edit it before any job runs.
+
+    Returns the prompt's URL, the prediction id, and the photo before and after the edit.
+    """
+    accounts.signup()
+    location = create_prompt(client, photo_bytes, title="a watercolor portrait").headers["Location"]
+    prompt_id = int(location.rsplit("/", 1)[1])
+    with served_app.app_context():
+        prediction_id = db.session.scalar(db.select(Prediction.id))
+    original_photo = prompt_photo(served_app, prompt_id)
+
+    edit_prompt(client, location, "an oil painting", png_photo())
+
+    return location, prediction_id, original_photo, prompt_photo(served_app, prompt_id)
+
+
+def test_edit_after_generate_sends_original_input(served_app, simulator, client, edited_after_generate):
+    location, prediction_id, original_photo, edited_photo = edited_after_generate
+
+    work_until(served_app, lambda: load(served_app, prediction_id).is_final, "stored image")
+
+    [remote] = remote_predictions(simulator)
+    sent = sent_image(remote)
+    card = client.get(f"{location}/predictions/{prediction_id}").get_data(as_text=True)
+    assert remote["input"]["prompt"] == "a watercolor portrait"
+    assert sent == original_photo
+    assert sent != edited_photo
+    assert Image.open(io.BytesIO(sent)).size == (512, 512)
+    assert load(served_app, prediction_id).status == "succeeded"
+    assert "Prompt used: “a watercolor portrait”" in card
+    assert "of “a watercolor portrait”" in card
+
+
+def test_generate_after_edit_sends_new_input(served_app, simulator, client, edited_after_generate):
+    location, first_id, original_photo, edited_photo = edited_after_generate
+
+    client.post(location + "/predictions", data={"csrf_token": csrf_token(client, location)})
+    with served_app.app_context():
+        second_id = db.session.scalar(db.select(db.func.max(Prediction.id)))
+    work_until(
+        served_app,
+        lambda: load(served_app, first_id).is_final and load(served_app, second_id).is_final,
+        "both stored images",
+    )
+
+    newest, oldest = remote_predictions(simulator)
+    second_card = client.get(f"{location}/predictions/{second_id}").get_data(as_text=True)
+    assert second_id == first_id + 1
+    assert newest["input"]["prompt"] == "an oil painting"
+    assert sent_image(newest) == edited_photo
+    assert Image.open(io.BytesIO(sent_image(newest))).size == (320, 240)
+    assert oldest["input"]["prompt"] == "a watercolor portrait"
+    assert sent_image(oldest) == original_photo
+    assert "Prompt used:" not in second_card
+    assert "of “an oil painting”" in second_card
+
+
+def test_old_row_sends_current_prompt(served_app, simulator):
+    prompt_id, prediction_id = add_prompt(served_app)[1:]
+    edited_photo = png_photo()
+    with served_app.app_context():
+        prompt = db.session.get(Prompt, prompt_id)
+        prompt.title = "an oil painting"
+        prompt.image = edited_photo
+        prompt.image_mime = "image/png"
+        db.session.commit()
+
+    run(served_app, generate_prediction, prediction_id)
+
+    [remote] = remote_predictions(simulator)
+    assert remote["input"]["prompt"] == "an oil painting"
+    assert remote["input"]["image"].startswith("data:image/png;base64,")
+    assert sent_image(remote) == edited_photo
 
 
 def test_generate_again_sends_nothing(served_app, simulator):

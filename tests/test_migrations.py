@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from promptgen import create_app
 from promptgen.extensions import db
+from promptgen.models import Prediction
 
 
 def test_upgrade_keeps_existing_rows(tmp_path):
@@ -43,8 +44,17 @@ def test_upgrade_keeps_existing_rows(tmp_path):
             "SELECT sent_at, create_attempts, download_attempts, output_expired, updated_at FROM predictions"
         ).fetchone()
         deliveries = connection.execute("SELECT webhook_id, event FROM webhook_deliveries ORDER BY id").fetchall()
+        input_copy = connection.execute("SELECT input_text, input_image, input_mime FROM predictions").fetchone()
     assert prediction == ("2026-01-02 10:00:00", 0, 0, 0, "2026-01-02 10:00:05")
     assert deliveries == [("msg_1", "start"), ("msg_2", "completed")]
+    assert input_copy == (None, None, None)
+
+    with app.app_context():
+        old_row = db.session.get(Prediction, 1)
+        assert old_row.prompt_text == "t"
+        assert old_row.photo == (b"\x00", "image/jpeg")
+        db.session.rollback()
+        db.engine.dispose()
 
     with app.app_context():
         downgrade(revision="c0be8872f669")

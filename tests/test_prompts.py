@@ -8,7 +8,7 @@ from promptgen.extensions import db
 from promptgen.images import data_url
 from promptgen.models import Prediction, Prompt
 
-from .conftest import attach_image, add_prompt, create_prompt, csrf_token, queued_jobs
+from .conftest import attach_image, add_prompt, create_prompt, csrf_token, edit_prompt, png_photo, queued_jobs
 
 
 @pytest.fixture
@@ -445,3 +445,103 @@ def test_deleted_prediction_id_not_reused(client, app, logged_in, photo_bytes):
 
     with app.app_context():
         assert db.session.scalar(db.select(Prediction.id)) == first_id + 1
+
+
+def prompt_input(app):
+    """Return the only prompt's current (title, image, image_mime)."""
+    with app.app_context():
+        prompt = db.session.scalar(db.select(Prompt))
+        return prompt.title, prompt.image, prompt.image_mime
+
+
+def prediction_inputs(app):
+    """Return (input_text, input_image, input_mime) of every prediction, oldest first."""
+    with app.app_context():
+        rows = db.session.scalars(db.select(Prediction).order_by(Prediction.id)).all()
+        return [(row.input_text, row.input_image, row.input_mime) for row in rows]
+
+
+def test_generate_copies_prompt_input(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes, title="a watercolor portrait").headers["Location"]
+    original = prompt_input(app)
+    edit_prompt(client, location, "an oil painting", png_photo())
+    edited = prompt_input(app)
+
+    client.post(location + "/predictions", data={"csrf_token": csrf_token(client, location)})
+
+    first, second = prediction_inputs(app)
+    assert original[0] == "a watercolor portrait"
+    assert edited[0] == "an oil painting"
+    assert edited[1] != original[1]
+    assert Image.open(io.BytesIO(edited[1])).size == (320, 240)
+    assert first == original
+    assert second == edited
+
+
+def finished_card(app, location, photo):
+    """Finish the prompt's first prediction with photo as its image and return the card's URL."""
+    with app.app_context():
+        prediction = db.session.scalar(db.select(Prediction).order_by(Prediction.id))
+        attach_image(prediction, photo)
+        db.session.commit()
+        return f"{location}/predictions/{prediction.id}"
+
+
+def test_card_shows_text_used_after_edit(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes, title="a watercolor portrait").headers["Location"]
+    card_url = finished_card(app, location, photo_bytes)
+    before = client.get(card_url).get_data(as_text=True)
+
+    edit_prompt(client, location, "an oil painting", png_photo())
+    after = client.get(card_url).get_data(as_text=True)
+    page = client.get(location).get_data(as_text=True)
+
+    assert "Prompt used:" not in before
+    assert "Prompt used: “a watercolor portrait”" in after
+    assert "of “a watercolor portrait”" in after
+    assert "an oil painting" not in after
+    assert "<h1>an oil painting</h1>" in page
+    assert "Prompt used: “a watercolor portrait”" in page
+
+
+def test_pending_card_shows_text_used(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes, title="a watercolor portrait").headers["Location"]
+    with app.app_context():
+        card_url = f"{location}/predictions/{db.session.scalar(db.select(Prediction.id))}"
+
+    edit_prompt(client, location, "an oil painting")
+    card = client.get(card_url).get_data(as_text=True)
+
+    assert "hx-get" in card
+    assert "Prompt used: “a watercolor portrait”" in card
+
+
+def test_card_of_old_row_follows_prompt(client, app, logged_in, photo_bytes):
+    _, prompt_id, prediction_id = add_prompt(app, owner_email="ada@example.com")
+    with app.app_context():
+        attach_image(db.session.get(Prediction, prediction_id), photo_bytes)
+        db.session.commit()
+    location = f"/prompts/{prompt_id}"
+
+    edit_prompt(client, location, "an oil painting")
+    card = client.get(f"{location}/predictions/{prediction_id}").get_data(as_text=True)
+
+    with app.app_context():
+        prediction = db.session.get(Prediction, prediction_id)
+        assert prediction.input_text is None
+        assert prediction.prompt_text == "an oil painting"
+        assert prediction.photo == (photo_bytes, "image/jpeg")
+    assert "Prompt used:" not in card
+    assert "of “an oil painting”" in card
+
+
+def test_download_named_after_text_used(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes, title="A watercolor / portrait!").headers["Location"]
+    prediction_id = finish_prediction(app, b"\x89PNG image bytes")
+
+    edit_prompt(client, location, "an oil painting")
+    response = client.get(f"{location}/predictions/{prediction_id}/images/0")
+
+    assert response.headers["Content-Disposition"] == (
+        f"attachment; filename=A_watercolor_portrait-{prediction_id}.png"
+    )

@@ -1,9 +1,11 @@
 """Replicate as it really behaves, through the real HTTP server and the simulator's faults."""
 
+import base64
 import io
 import logging
 import re
 import time
+from datetime import timedelta
 
 import pytest
 from itsdangerous import URLSafeSerializer
@@ -11,11 +13,11 @@ from PIL import Image
 
 from promptgen import jobs
 from promptgen.extensions import db
-from promptgen.models import Prediction, Prompt
+from promptgen.models import Prediction, Prompt, utcnow
 from promptgen.simulator.__main__ import parse_arguments
 from promptgen.simulator.signing import sign
 
-from .conftest import WEBHOOK_SECRET, add_prompt, queued_jobs
+from .conftest import WEBHOOK_SECRET, add_prompt, png_photo, queued_jobs
 from .replicate_stack import Stack, csrf_token
 
 
@@ -286,6 +288,75 @@ def test_lost_create_response_found_by_listing(make_stack, webhooks):
     assert prediction.replicate_id == remote["id"]
     assert prediction.create_attempts == 2
     assert stack.counts() == (1, 1, {prediction_id: "succeeded"})
+
+
+def add_prediction_with_input(app):
+    """Add a prompt and a queued row with a copy of its input, as Generate does, but no job.
+
+    Returns the ids of the prompt and the row.
+    """
+    _, prompt_id, unused_id = add_prompt(app)
+    with app.app_context():
+        db.session.delete(db.session.get(Prediction, unused_id))
+        prediction = Prediction.for_prompt(db.session.get(Prompt, prompt_id), {})
+        db.session.add(prediction)
+        db.session.commit()
+        return prompt_id, prediction.id
+
+
+def edit_prompt_in_database(app, prompt_id, title, photo):
+    with app.app_context():
+        prompt = db.session.get(Prompt, prompt_id)
+        prompt.title = title
+        prompt.image = photo
+        prompt.image_mime = "image/png"
+        db.session.commit()
+
+
+def sent_image(remote):
+    return base64.b64decode(remote["input"]["image"].split(",", 1)[1])
+
+
+def test_retry_after_edit_finds_lost_create(make_stack, photo_bytes):
+    # With webhooks off the retry can only match the lost create by its input, so an edit
+    # between the two attempts must not change what the retry compares.
+    stack = make_stack(stall_creates=1, create_stall=3.0)
+    stack.app.config.update(REPLICATE_TIMEOUT=0.5, REPLICATE_WEBHOOKS="off")
+    prompt_id, prediction_id = add_prediction_with_input(stack.app)
+
+    stack.run_job(jobs.generate_prediction, prediction_id)
+    edit_prompt_in_database(stack.app, prompt_id, "an oil painting", png_photo())
+    stack.work_until(lambda: stack.is_final(prediction_id), message="stored image")
+
+    [remote] = stack.remote_predictions()
+    prediction = stack.load(prediction_id)
+    assert stack.stats()["creates"] == 1
+    assert prediction.create_attempts == 2
+    assert prediction.replicate_id == remote["id"]
+    assert prediction.status == "succeeded"
+    assert remote["input"]["prompt"] == "someone else's prompt"
+    assert sent_image(remote) == photo_bytes
+
+
+def test_reconcile_sends_original_input(stack, photo_bytes):
+    prompt_id, prediction_id = add_prediction_with_input(stack.app)
+    edit_prompt_in_database(stack.app, prompt_id, "an oil painting", png_photo())
+    # Age the row past RETRY_MAX_SECONDS, as if its generate job had been lost.
+    with stack.app.app_context():
+        stale = utcnow() - timedelta(seconds=stack.app.config["RETRY_MAX_SECONDS"] + 60)
+        db.session.execute(db.update(Prediction).where(Prediction.id == prediction_id).values(updated_at=stale))
+        db.session.commit()
+
+    checked = stack.run_job(jobs.reconcile_predictions)
+    stack.work_until(lambda: stack.is_final(prediction_id), message="stored image")
+
+    [remote] = stack.remote_predictions()
+    card = stack.browser().get(f"/prompts/{prompt_id}/predictions/{prediction_id}").text
+    assert checked == 1
+    assert remote["input"]["prompt"] == "someone else's prompt"
+    assert sent_image(remote) == photo_bytes
+    assert stack.load(prediction_id).status == "succeeded"
+    assert "Prompt used: “someone else&#39;s prompt”" in card
 
 
 def test_invalid_input_fails_with_api_message(stack):

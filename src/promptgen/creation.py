@@ -47,10 +47,10 @@ def generate(prediction_id):
         logger.info("prediction %s: already sent as %s", prediction_id, prediction.replicate_id)
         return
 
-    prompt = prediction.prompt
+    image, mime = prediction.photo
     model_input = {
-        "prompt": prompt.title,
-        "image": data_url(prompt.image, prompt.image_mime),
+        "prompt": prediction.prompt_text,
+        "image": data_url(image, mime),
         **settings.model_input(prediction.settings),
     }
     request = {"input": model_input}

@@ -106,6 +106,13 @@ class Prediction(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     #: Model settings chosen for this run (see promptgen.settings); missing keys take defaults.
     settings: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
+    #: Copies of the prompt's text, photo and photo MIME type, taken when the row is created so
+    #: that a later edit of the prompt does not change this run. Rows created before these
+    #: columns existed have NULL, and prompt_text and photo then read the prompt instead.
+    input_text: Mapped[str | None] = mapped_column(Text)
+    #: Loaded only when read, because pages load many rows and never show this copy.
+    input_image: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    input_mime: Mapped[str | None] = mapped_column(String(32))
     #: When the first create request was sent. A retry that finds it set looks for the
     #: prediction that request may have created before it creates another one.
     sent_at: Mapped[datetime | None]
@@ -142,6 +149,31 @@ class Prediction(db.Model):
         Index("ix_predictions_status_updated_at", "status", "updated_at"),
         NEVER_REUSE_IDS,
     )
+
+    @classmethod
+    def for_prompt(cls, prompt, settings):
+        """Return a new queued row for prompt that keeps a copy of its current text and photo."""
+        return cls(
+            prompt=prompt,
+            settings=settings,
+            input_text=prompt.title,
+            input_image=prompt.image,
+            input_mime=prompt.image_mime,
+        )
+
+    @property
+    def prompt_text(self):
+        """Text prompt of this run, from its own copy or, in older rows, from the prompt."""
+        if self.input_text is None:
+            return self.prompt.title
+        return self.input_text
+
+    @property
+    def photo(self):
+        """Input photo of this run as (data, MIME type), from its own copy or, in older rows, the prompt."""
+        if self.input_image is None:
+            return self.prompt.image, self.prompt.image_mime
+        return self.input_image, self.input_mime
 
     @property
     def is_pending(self):

@@ -12,13 +12,16 @@ def start_prediction(prompt, settings=None):
     """Add a queued prediction for prompt with the given model settings, commit, and
     enqueue the job that sends it.
 
+    The row keeps a copy of the prompt's current text and photo, and the job sends that
+    copy, so an edit of the prompt after this call does not change the run.
+
     Returns the new row. If the job cannot be queued the row is marked failed with the
     reason, so the page never shows a placeholder that nothing will fill.
     """
     from .creation import PREDICTION_QUEUE
     from .queue import enqueue_call
 
-    prediction = Prediction(prompt=prompt, settings=settings or {})
+    prediction = Prediction.for_prompt(prompt, settings or {})
     db.session.add(prediction)
     db.session.commit()
 

@@ -218,14 +218,14 @@ def prediction(prompt_id, prediction_id):
 
 @bp.get("/<int:prompt_id>/predictions/<int:prediction_id>/images/<int:position>")
 def download(prompt_id, prediction_id, position):
-    """Send one output image of a prediction as a file named after the prompt."""
+    """Send one output image of a prediction as a file named after its text prompt."""
     prediction = get_own_prediction(prompt_id, prediction_id)
     image = next((image for image in prediction.images if image.position == position), None)
     if image is None:
         abort(404)
 
     extension = image.mime.removeprefix("image/").replace("jpeg", "jpg")
-    name = f"{download_stem(prediction.prompt.title)}-{prediction.id}"
+    name = f"{download_stem(prediction.prompt_text)}-{prediction.id}"
     if len(prediction.output_urls) > 1:
         name += f"-{position + 1}"
     return send_file(
