@@ -24,7 +24,8 @@ def markdown(summary):
     lines = [
         f"{summary['jobs']} jobs per phase, {summary['date']}, {machine['cpus']} CPUs,"
         f" Python {machine['python']}, SQLite {machine['sqlite']},"
-        f" whole run {summary['seconds']:g} s.",
+        f" whole run {summary['seconds']:g} s. bare SQLite and promptgen: best of"
+        f" {summary.get('rounds', 1)} interleaved rounds; the peers: one round.",
         "",
         "| system | durability setting | enqueue/s | drain/s x1 | drain/s x4"
         " | duplicates x1/x4 | lost x1/x4 | worker killed with SIGKILL mid-job |",

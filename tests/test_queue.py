@@ -3,6 +3,7 @@
 import functools
 import math
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -11,6 +12,7 @@ import pytest
 from flask import Flask
 
 from promptgen import queue as queue_module
+from promptgen import queue_admin
 from promptgen.queue import (
     DEFAULT_MAX_ATTEMPTS,
     RETRY_BACKOFF_BASE_SECONDS,
@@ -135,6 +137,38 @@ def test_arguments_round_trip_as_json(queue):
     assert job.kwargs["number"] == 1.5
     assert job.kwargs["flag"] is True
     assert job.kwargs["nothing"] is None
+
+
+def test_job_id_is_row_number_and_token(queue):
+    first = queue.enqueue(jobs_for_tests.add, 1, 2)
+    second = queue.enqueue(jobs_for_tests.add, 3, 4)
+
+    assert re.fullmatch(r"1-[0-9a-f]{12}", first)
+    assert re.fullmatch(r"2-[0-9a-f]{12}", second)
+
+
+@pytest.mark.parametrize(
+    "job_id", ["", "1", "1-", "-abc", "x-abc", "-1-abc", "99999999999999999999-abc", None, 1]
+)
+def test_malformed_job_id_finds_nothing(queue, job_id):
+    queue.enqueue(jobs_for_tests.add, 1, 2)
+
+    assert queue.fetch_job(job_id) is None
+    assert queue.cancel(job_id) is False
+    assert queue.requeue(job_id) is False
+
+
+def test_old_id_does_not_name_job_that_reuses_its_row(queue):
+    old_id = queue.enqueue(jobs_for_tests.add, 1, 2)
+    queue.cancel(old_id)
+    queue_admin.purge(queue)
+
+    new_id = queue.enqueue(jobs_for_tests.add, 3, 4)
+
+    assert new_id.split("-")[0] == old_id.split("-")[0]
+    assert queue.fetch_job(old_id) is None
+    assert queue.cancel(old_id) is False
+    assert queue.fetch_job(new_id).status == "queued"
 
 
 def test_fetch_unknown_job_returns_none(queue):
@@ -462,14 +496,12 @@ def test_database_file_settings(queue, queue_path):
     assert journal_mode == "wal"
     assert version == SCHEMA_VERSION
     assert columns == [
-        "seq", "id", "queue", "func", "args", "kwargs", "status", "priority", "run_at",
+        "seq", "token", "queue", "func", "args", "kwargs", "status", "priority", "run_at",
         "attempts", "max_attempts", "lease_until", "worker_id", "result", "error",
         "enqueued_at", "started_at", "ended_at", "timeout", "unique_key", "error_type",
         "error_message",
     ]  # fmt: skip
-    assert "jobs_ready" in indexes
-    assert "jobs_lease_until" in indexes
-    assert "jobs_unique_key" in indexes
+    assert set(indexes) == {"jobs_active", "jobs_unique_key"}
 
 
 def test_new_file_page_size(queue, queue_path):
@@ -502,20 +534,26 @@ def test_failed_block_rolls_back(queue):
 
     with pytest.raises(RuntimeError, match="stop"):
         with queue.transaction() as connection:
-            connection.execute("UPDATE jobs SET status = 'canceled' WHERE id = ?", (job_id,))
+            connection.execute("UPDATE jobs SET status = 'canceled' WHERE seq = 1")
             raise RuntimeError("stop")
 
     assert queue.fetch_job(job_id).status == "queued"
     assert not queue._connection().in_transaction
 
 
-def test_claim_query_uses_ready_index(queue):
-    params = {"worker_id": "worker-a", "now": START, "lease_seconds": LEASE, "queue": "default"}
+def test_claim_query_reads_active_index_only(queue):
     sql = f"EXPLAIN QUERY PLAN {queue_module.CLAIM_FROM_QUEUE_SQL}"
-    plan = queue._connection().execute(sql, params).fetchall()
+    plan = queue._connection().execute(sql, ("worker-a", START, LEASE, "default")).fetchall()
 
     details = [row["detail"] for row in plan]
-    assert "SEARCH jobs USING INDEX jobs_ready (queue=?)" in details
+    assert "SEARCH jobs USING COVERING INDEX jobs_active (queue=?)" in details
+
+
+def test_lease_sweep_reads_active_index_only(queue):
+    sql = f"EXPLAIN QUERY PLAN {queue_module.LEASES_SQL}"
+    plan = queue._connection().execute(sql, (START,)).fetchall()
+
+    assert [row["detail"] for row in plan] == ["SCAN jobs USING COVERING INDEX jobs_active"]
 
 
 def test_busy_timeout_is_set(queue):

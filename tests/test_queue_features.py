@@ -566,11 +566,11 @@ def test_version_1_file_migrated(queue_path):
 
     queue = Queue(queue_path)
     try:
-        assert queue.fetch_job("ready").status == "queued"
-        assert queue.fetch_job("later").status == "scheduled"
-        assert queue.fetch_job("done").result == 5
-        assert queue.fetch_job("done").key is None
-        assert queue.claim("worker-a", queues=["default"]).id == "ready"
+        assert queue.fetch_job("1-ready").status == "queued"
+        assert queue.fetch_job("2-later").status == "scheduled"
+        assert queue.fetch_job("3-done").result == 5
+        assert queue.fetch_job("3-done").key is None
+        assert queue.claim("worker-a", queues=["default"]).id == "1-ready"
         assert queue.claim("worker-a", queues=["default"]) is None
         version = queue.read("PRAGMA user_version")[0][0]
         indexes = {row[1] for row in queue.read("PRAGMA index_list(jobs)")}
@@ -578,5 +578,80 @@ def test_version_1_file_migrated(queue_path):
         queue.close()
 
     assert version == SCHEMA_VERSION
-    assert "jobs_claim_order" not in indexes
-    assert {"jobs_ready", "jobs_lease_until", "jobs_unique_key"} <= indexes
+    assert indexes == {"jobs_active", "jobs_unique_key"}
+
+
+VERSION_2_SCHEMA = """
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        queue TEXT NOT NULL,
+        func TEXT NOT NULL,
+        args TEXT NOT NULL,
+        kwargs TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('queued', 'scheduled', 'started', 'finished', 'failed', 'canceled')),
+        priority INTEGER NOT NULL,
+        run_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
+        lease_until REAL,
+        worker_id TEXT,
+        result TEXT,
+        error TEXT,
+        enqueued_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        timeout REAL,
+        unique_key TEXT,
+        error_type TEXT,
+        error_message TEXT
+    );
+    CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, seq)
+    WHERE status IN ('queued', 'scheduled');
+    CREATE INDEX jobs_lease_until ON jobs (lease_until) WHERE status = 'started';
+    CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('queued', 'scheduled', 'started');
+    CREATE TABLE locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
+    CREATE TABLE periodic_jobs (name TEXT PRIMARY KEY, next_run_at REAL NOT NULL);
+    PRAGMA user_version = 2;
+"""
+
+
+def test_version_2_file_migrated(queue_path):
+    connection = sqlite3.connect(queue_path)
+    connection.executescript(VERSION_2_SCHEMA)
+    rows = [
+        ("0190aa", "started", START - 100, 3, "dead-worker", START + 5, "nightly"),
+        ("0190ab", "queued", START, 0, None, None, None),
+        ("0190ac", "failed", START, 3, None, None, None),
+    ]
+    for job_id, status, run_at, attempts, worker_id, lease_until, key in rows:
+        connection.execute(
+            "INSERT INTO jobs (id, queue, func, args, kwargs, status, priority, run_at,"
+            " attempts, max_attempts, lease_until, worker_id, enqueued_at, unique_key)"
+            " VALUES (?, 'default', 'tests.jobs_for_tests:add', '[1, 2]', '{}', ?, 0, ?,"
+            " ?, 3, ?, ?, 1.0, ?)",
+            (job_id, status, run_at, attempts, lease_until, worker_id, key),
+        )
+    connection.commit()
+    connection.close()
+
+    queue = Queue(queue_path)
+    try:
+        duplicate = queue.enqueue_call(jobs_for_tests.add, (1, 2), key="nightly", now=START)
+        waiting = queue.claim("worker-a", now=START, queues=["default"])
+        nothing_left = queue.claim("worker-a", now=START + 5, queues=["default"])
+        abandoned = queue.fetch_job("1-0190aa")
+        assert queue.requeue("3-0190ac", now=START + 5)
+        indexes = {row[1] for row in queue.read("PRAGMA index_list(jobs)")}
+        version = queue.read("PRAGMA user_version")[0][0]
+    finally:
+        queue.close()
+
+    assert duplicate == "1-0190aa"
+    assert waiting.id == "2-0190ab"
+    assert nothing_left is None
+    assert (abandoned.status, abandoned.error_type) == ("failed", "WorkerDied")
+    assert version == SCHEMA_VERSION
+    assert indexes == {"jobs_active", "jobs_unique_key"}

@@ -75,6 +75,7 @@ from flask import current_app
 
 from .queue_encoding import encode_arguments, format_error, function_path, resolve_function
 from .queue_schema import (
+    ACTIVE_FILTER,
     BUSY_TIMEOUT_SECONDS,
     SCHEMA_VERSION,
     create_schema,
@@ -119,36 +120,57 @@ RETRY_BACKOFF_MAX_SECONDS = 600.0
 #: jobs that failed together do not all retry at the same moment.
 RETRY_JITTER = 0.5
 
-#: Maximum time between two checks for expired leases by one Queue object.
+#: Maximum time between two checks for expired leases by one Queue object, unless
+#: the last check took more than 1/SWEEP_COST_FACTOR of it.
 LEASE_SWEEP_INTERVAL_SECONDS = 1.0
+SWEEP_COST_FACTOR = 100
 
 #: Error type stored for a job whose worker stopped renewing its lease.
 WORKER_DIED = "WorkerDied"
 
+#: A job's id as the queue shows it: "<seq>-<token>" (see queue_schema.JOBS_TABLE).
+ID_COLUMN = "seq || '-' || token"
+
 JOB_COLUMNS = (
-    "id, queue, func, args, kwargs, status, priority, run_at, attempts, max_attempts,"
-    " lease_until, worker_id, result, error, enqueued_at, started_at, ended_at,"
-    " timeout, unique_key, error_type, error_message, seq"
+    f"{ID_COLUMN}, queue, func, args, kwargs, status, priority, run_at, attempts,"
+    " max_attempts, lease_until, worker_id, result, error, enqueued_at, started_at,"
+    " ended_at, timeout, unique_key, error_type, error_message, seq, token"
 )
 
+#: Columns that a claim returns. Job.claimed fills in the others, which the claim
+#: sets to values the worker already has. Each column returned costs time while the
+#: write lock is held.
+CLAIMED_COLUMNS = (
+    "seq, token, queue, func, args, kwargs, priority, run_at, attempts, max_attempts,"
+    " enqueued_at, timeout, unique_key, error, error_type, error_message"
+)
+
+# Parameters: ?1 worker id, ?2 now, ?3 lease seconds, ?4 queue name. Positional
+# parameters bind faster than named ones, and these run once per job.
 CLAIM_FROM_QUEUE_SQL = f"""
     UPDATE jobs
     SET status = 'started',
         attempts = attempts + 1,
-        worker_id = :worker_id,
-        lease_until = :now + :lease_seconds,
-        started_at = :now
+        worker_id = ?1,
+        lease_until = ?2 + ?3,
+        started_at = ?2,
+        ended_at = NULL,
+        result = NULL
     WHERE seq = (
         SELECT seq FROM jobs
-        WHERE queue = :queue AND status IN ('queued', 'scheduled') AND run_at <= :now
+        WHERE queue = ?4 AND {ACTIVE_FILTER} AND status IN ('queued', 'scheduled')
+            AND run_at <= ?2
         ORDER BY priority DESC, run_at, seq
         LIMIT 1
     )
-    RETURNING {JOB_COLUMNS}
+    RETURNING {CLAIMED_COLUMNS}
 """
 
 # Without a queue filter SQLite sorts every ready job, so workers always name queues.
-CLAIM_FROM_ANY_QUEUE_SQL = CLAIM_FROM_QUEUE_SQL.replace("queue = :queue AND ", "")
+CLAIM_FROM_ANY_QUEUE_SQL = CLAIM_FROM_QUEUE_SQL.replace("queue = ?4 AND ", "")
+
+#: Started jobs, found through the jobs_active index.
+STARTED_FILTER = f"{ACTIVE_FILTER} AND status = 'started'"
 
 #: Error columns of a job whose worker stopped renewing its lease. SQLite evaluates
 #: every SET expression with the row's old values, so worker_id is the dead worker's.
@@ -165,27 +187,40 @@ ABANDONED_ERROR_ASSIGNMENTS = f"""
 FAIL_ABANDONED_SQL = f"""
     UPDATE jobs
     SET status = 'failed', ended_at = :now, lease_until = NULL, {ABANDONED_ERROR_ASSIGNMENTS}
-    WHERE status = 'started' AND lease_until <= :now AND attempts >= max_attempts
-    RETURNING id, func, worker_id, attempts, max_attempts
+    WHERE {STARTED_FILTER} AND lease_until <= :now AND attempts >= max_attempts
+    RETURNING {ID_COLUMN} AS id, func, worker_id, attempts, max_attempts
 """
 
 REQUEUE_ABANDONED_SQL = f"""
     UPDATE jobs
     SET status = 'queued', lease_until = NULL, worker_id = NULL, {ABANDONED_ERROR_ASSIGNMENTS}
-    WHERE status = 'started' AND lease_until <= :now
-    RETURNING id, func, error_message
+    WHERE {STARTED_FILTER} AND lease_until <= :now
+    RETURNING {ID_COLUMN} AS id, func, error_message
 """
 
+#: The earliest lease of a started job, and whether any has expired by ?1. The
+#: covering index scan reads every waiting and started job's entry.
+LEASES_SQL = f"SELECT min(lease_until), max(lease_until <= ?1) FROM jobs WHERE {STARTED_FILTER}"
+
 INSERT_JOB_SQL = (
-    "INSERT INTO jobs (id, queue, func, args, kwargs, status, priority, run_at,"
+    "INSERT INTO jobs (token, queue, func, args, kwargs, status, priority, run_at,"
     " max_attempts, enqueued_at, timeout, unique_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-#: Matches only while the job is still leased under the claim that returned the Job object.
+#: Matches only while the job is still leased under the claim that returned the Job
+#: object. Parameters: ?1 seq, ?2 token, ?3 worker id, ?4 attempts (see _owner).
 OWNER_FILTER = (
-    "seq = :seq AND id = :id AND status = 'started' AND worker_id = :worker_id"
-    " AND attempts = :attempts"
+    "seq = ?1 AND token = ?2 AND status = 'started' AND worker_id = ?3 AND attempts = ?4"
 )
+
+#: Finishes a job under its claim. ?5 is the result and ?6 the time.
+FINISH_SQL = (
+    "UPDATE jobs SET status = 'finished', result = ?5, ended_at = ?6, lease_until = NULL"
+    f" WHERE {OWNER_FILTER}"
+)
+
+#: Finds a job by the seq and token of its id.
+ID_FILTER = "seq = :seq AND token = :token"
 
 # Connections inherited through fork are never used or closed in the child, because
 # SQLite does not support carrying an open connection across fork().
@@ -222,8 +257,9 @@ class Job:
     key: str | None = None
     error_type: str | None = None
     error_message: str | None = None
-    #: The row's integer primary key, which locates it faster than id.
+    #: The row's integer primary key and the random token, the two parts of id.
     seq: int | None = field(default=None, compare=False, repr=False)
+    token: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_row(cls, row):
@@ -234,10 +270,43 @@ class Job:
         values[4] = {} if values[4] == "{}" else _decode_json(values[4])
         if values[12] is not None:
             values[12] = _decode_json(values[12])
-        # Filling __dict__ skips the generated __init__, which sets each of the 22
+        # Filling __dict__ skips the generated __init__, which sets each of the 23
         # fields through object.__setattr__ because the class is frozen.
         job = object.__new__(cls)
         job.__dict__.update(zip(_JOB_FIELD_NAMES, values))
+        return job
+
+    @classmethod
+    def claimed(cls, row, worker_id, now, lease_seconds):
+        """Build the Job that a claim by worker_id at now returned as a CLAIMED_COLUMNS row."""
+        (seq, token, queue, func, args, kwargs, priority, run_at, attempts, max_attempts,
+         enqueued_at, timeout, key, error, error_type, error_message) = row  # fmt: skip
+        job = object.__new__(cls)
+        job.__dict__.update(
+            id=f"{seq}-{token}",
+            queue=queue,
+            func=func,
+            args=_decode_json(args),
+            kwargs={} if kwargs == "{}" else _decode_json(kwargs),
+            status=STARTED,
+            priority=priority,
+            run_at=run_at,
+            attempts=attempts,
+            max_attempts=max_attempts,
+            lease_until=now + lease_seconds,
+            worker_id=worker_id,
+            result=None,
+            error=error,
+            enqueued_at=enqueued_at,
+            started_at=now,
+            ended_at=None,
+            timeout=timeout,
+            key=key,
+            error_type=error_type,
+            error_message=error_message,
+            seq=seq,
+            token=token,
+        )
         return job
 
     @property
@@ -363,10 +432,10 @@ class Queue:
             key=key,
         )
 
-        job_id = new_job_id()
+        token = new_token()
         status = SCHEDULED if options["run_at"] > now else QUEUED
         values = (
-            job_id,
+            token,
             options["queue"],
             func_path,
             args_json,
@@ -383,22 +452,25 @@ class Queue:
         if key is None:
             # A single statement outside a transaction is its own write transaction,
             # which saves the round trips of BEGIN and COMMIT.
-            self._connection().execute(INSERT_JOB_SQL, values)
-            return job_id
+            seq = self._connection().execute(INSERT_JOB_SQL, values).lastrowid
+            return f"{seq}-{token}"
 
         with self._transaction() as connection:
             existing = _active_job_with_key(connection, key)
             if existing is not None:
                 logger.debug("job %s with key %r is already waiting or running", existing, key)
                 return existing
-            connection.execute(INSERT_JOB_SQL, values)
-        return job_id
+            seq = connection.execute(INSERT_JOB_SQL, values).lastrowid
+        return f"{seq}-{token}"
 
     def fetch_job(self, job_id):
         """Return the job with this id, or None if there is none."""
+        params = parse_job_id(job_id)
+        if params is None:
+            return None
         row = (
             self._connection()
-            .execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            .execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {ID_FILTER}", params)
             .fetchone()
         )
         return None if row is None else Job.from_row(row)
@@ -413,7 +485,7 @@ class Queue:
         names = _queue_names(queues)
         with self._transaction() as connection:
             row = self._claim_in_transaction(connection, worker_id, now, names)
-        return None if row is None else Job.from_row(row)
+        return None if row is None else Job.claimed(row, worker_id, now, self.lease_seconds)
 
     def finish(self, job, result=None, now=None):
         """Mark a claimed job finished with its result, and return True.
@@ -434,20 +506,16 @@ class Queue:
         """
         now = self._now(now)
         names = _queue_names(queues) if worker_id is not None else None
-        params = _owner(job)
-        params["result"] = _encode_result(job, result)
-        params["now"] = now
+        params = (*_owner(job), _encode_result(job, result), now)
 
         with self._transaction() as connection:
-            cursor = connection.execute(
-                "UPDATE jobs SET status = 'finished', result = :result, ended_at = :now,"
-                f" lease_until = NULL WHERE {OWNER_FILTER}",
-                params,
-            )
+            cursor = connection.execute(FINISH_SQL, params)
             row = None
             if worker_id is not None:
                 row = self._claim_in_transaction(connection, worker_id, now, names)
-        return cursor.rowcount == 1, None if row is None else Job.from_row(row)
+        if row is None:
+            return cursor.rowcount == 1, None
+        return cursor.rowcount == 1, Job.claimed(row, worker_id, now, self.lease_seconds)
 
     def fail(self, job, error, now=None):
         """Record a failed attempt of a claimed job and return the updated Job.
@@ -462,26 +530,21 @@ class Queue:
         error_text = format_error(error)
         error_type, error_message = error_summary(error)
 
+        # ?8 is when the retry may start, or when the job failed for good.
         if job.attempts < job.max_attempts:
             assignments = (
-                "status = 'scheduled', run_at = :run_at, lease_until = NULL, worker_id = NULL"
+                "status = 'scheduled', run_at = ?8, lease_until = NULL, worker_id = NULL"
             )
+            when = now + retry_delay(job.attempts, self.rng.random())
         else:
-            assignments = "status = 'failed', ended_at = :now, lease_until = NULL"
-        params = {
-            **_owner(job),
-            "error": error_text,
-            "error_type": error_type,
-            "error_message": error_message,
-            "now": now,
-            "run_at": now + retry_delay(job.attempts, self.rng.random()),
-        }
+            assignments = "status = 'failed', ended_at = ?8, lease_until = NULL"
+            when = now
+        params = (*_owner(job), error_text, error_type, error_message, when)
 
         with self._transaction() as connection:
             rows = connection.execute(
-                f"UPDATE jobs SET {assignments}, error = :error, error_type = :error_type,"
-                f" error_message = :error_message WHERE {OWNER_FILTER}"
-                f" RETURNING {JOB_COLUMNS}",
+                f"UPDATE jobs SET {assignments}, error = ?5, error_type = ?6,"
+                f" error_message = ?7 WHERE {OWNER_FILTER} RETURNING {JOB_COLUMNS}",
                 params,
             ).fetchall()
         return Job.from_row(rows[0]) if rows else None
@@ -509,8 +572,8 @@ class Queue:
         lease_until = now + self.lease_seconds
         with self._transaction() as connection:
             cursor = connection.execute(
-                f"UPDATE jobs SET lease_until = :lease_until WHERE {OWNER_FILTER}",
-                {**_owner(job), "lease_until": lease_until},
+                f"UPDATE jobs SET lease_until = ?5 WHERE {OWNER_FILTER}",
+                (*_owner(job), lease_until),
             )
         self._next_sweep_at = min(self._next_sweep_at, lease_until)
         return cursor.rowcount == 1
@@ -522,11 +585,14 @@ class Queue:
         interrupted from here.
         """
         now = self._now(now)
+        params = parse_job_id(job_id)
+        if params is None:
+            return False
         with self._transaction() as connection:
             cursor = connection.execute(
                 "UPDATE jobs SET status = 'canceled', ended_at = :now"
-                " WHERE id = :id AND status IN ('queued', 'scheduled')",
-                {"id": job_id, "now": now},
+                f" WHERE {ID_FILTER} AND status IN ('queued', 'scheduled')",
+                {**params, "now": now},
             )
         return cursor.rowcount == 1
 
@@ -537,12 +603,15 @@ class Queue:
         ValueError if another job with the same key is waiting or running.
         """
         now = self._now(now)
+        params = parse_job_id(job_id)
+        if params is None:
+            return False
         try:
             with self._transaction() as connection:
                 cursor = connection.execute(
                     f"UPDATE jobs SET {REQUEUE_ASSIGNMENTS}"
-                    " WHERE id = :id AND status IN ('failed', 'canceled')",
-                    {"id": job_id, "now": now},
+                    f" WHERE {ID_FILTER} AND status IN ('failed', 'canceled')",
+                    {**params, "now": now},
                 )
         except sqlite3.IntegrityError:
             raise ValueError(
@@ -628,14 +697,13 @@ class Queue:
         if now >= self._next_sweep_at:
             self._sweep_expired_leases(connection, now)
 
-        params = {"worker_id": worker_id, "now": now, "lease_seconds": self.lease_seconds}
+        params = (worker_id, now, self.lease_seconds)
         if names is None:
             rows = connection.execute(CLAIM_FROM_ANY_QUEUE_SQL, params).fetchall()
         else:
             rows = []
             for name in names:
-                params["queue"] = name
-                rows = connection.execute(CLAIM_FROM_QUEUE_SQL, params).fetchall()
+                rows = connection.execute(CLAIM_FROM_QUEUE_SQL, (*params, name)).fetchall()
                 if rows:
                     break
 
@@ -645,7 +713,23 @@ class Queue:
         return rows[0]
 
     def _sweep_expired_leases(self, connection, now):
-        """Fail or queue again the started jobs whose lease has expired."""
+        """Fail or queue again the started jobs whose lease has expired, and plan the next sweep.
+
+        Finding them reads the index entry of every waiting and started job, so with a
+        long backlog the next sweep comes SWEEP_COST_FACTOR times as long as this one took
+        later, or when the earliest lease it saw expires, whichever is first.
+        """
+        started = time.perf_counter()
+        earliest, any_expired = connection.execute(LEASES_SQL, (now,)).fetchone()
+        if any_expired:
+            self._end_expired_leases(connection, now)
+            earliest = connection.execute(LEASES_SQL, (now,)).fetchone()[0]
+
+        cost = time.perf_counter() - started
+        next_sweep = now + max(LEASE_SWEEP_INTERVAL_SECONDS, SWEEP_COST_FACTOR * cost)
+        self._next_sweep_at = next_sweep if earliest is None else min(earliest, next_sweep)
+
+    def _end_expired_leases(self, connection, now):
         for row in connection.execute(FAIL_ABANDONED_SQL, {"now": now}).fetchall():
             logger.warning(
                 "job %s %s failed: worker %s stopped renewing its lease during attempt"
@@ -660,12 +744,6 @@ class Queue:
             logger.warning(
                 "job %s %s queued again: %s", row["id"], row["func"], row["error_message"]
             )
-
-        earliest = connection.execute(
-            "SELECT min(lease_until) FROM jobs WHERE status = 'started'"
-        ).fetchone()[0]
-        next_sweep = now + LEASE_SWEEP_INTERVAL_SECONDS
-        self._next_sweep_at = next_sweep if earliest is None else min(earliest, next_sweep)
 
 
 REQUEUE_ASSIGNMENTS = (
@@ -729,14 +807,19 @@ def queue_path_from_config(config):
     return os.fspath(path)
 
 
-def new_job_id():
-    """Return a new job id: 32 hex digits, the first 12 the time in milliseconds.
+def new_token():
+    """Return the random part of a new job id: 12 hex digits."""
+    return os.urandom(6).hex()
 
-    Ids that grow with time are inserted at the end of the id index, which keeps each
-    enqueue's write to one index page where random ids would touch a random page.
-    The other 80 bits are random, so ids from different processes do not collide.
-    """
-    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+def parse_job_id(job_id):
+    """Return {"seq": ..., "token": ...} for a job id "<seq>-<token>", or None if it is not one."""
+    if not isinstance(job_id, str):
+        return None
+    seq, separator, token = job_id.partition("-")
+    if not separator or not token or not seq.isdigit() or len(seq) > 19:
+        return None
+    return {"seq": int(seq), "token": token}
 
 
 def retry_delay(attempts, jitter=0.0):
@@ -848,11 +931,11 @@ def _queue_names(queues):
 
 def _active_job_with_key(connection, key):
     row = connection.execute(
-        "SELECT id FROM jobs WHERE unique_key = ?"
+        f"SELECT {ID_COLUMN} FROM jobs WHERE unique_key = ?"
         " AND status IN ('queued', 'scheduled', 'started')",
         (key,),
     ).fetchone()
-    return None if row is None else row["id"]
+    return None if row is None else row[0]
 
 
 def _encode_result(job, result):
@@ -871,4 +954,5 @@ def _encode_result(job, result):
 
 
 def _owner(job):
-    return {"seq": job.seq, "id": job.id, "worker_id": job.worker_id, "attempts": job.attempts}
+    """Return the parameters ?1 to ?4 of OWNER_FILTER for job."""
+    return (job.seq, job.token, job.worker_id, job.attempts)

@@ -15,6 +15,7 @@ from .queue import (
     ENDED_STATUSES,
     FAILED,
     FINISHED,
+    ID_COLUMN,
     JOB_COLUMNS,
     STARTED,
     WAITING_STATUSES,
@@ -55,7 +56,7 @@ def collect_stats(queue, now=None):
         stats.counts.setdefault(row[0], {})[row[1]] = row[2]
 
     oldest = queue.read(
-        "SELECT id, queue, run_at FROM jobs WHERE status IN (?, ?) AND run_at <= ?"
+        f"SELECT {ID_COLUMN} AS id, queue, run_at FROM jobs WHERE status IN (?, ?) AND run_at <= ?"
         " ORDER BY run_at LIMIT 1",
         (*WAITING_STATUSES, now),
     )

@@ -1,7 +1,7 @@
 """The queue file's tables, indexes and connection settings, and migrations between versions.
 
 PRAGMA user_version records the schema version. Opening a file of an older version
-migrates it forward in one write transaction, so existing jobs keep their ids and state.
+migrates it forward in one write transaction, so existing jobs keep their state.
 """
 
 import sqlite3
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 #: Stored in PRAGMA user_version. Raise it with every change to the schema.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: How long a connection waits for another process's write lock before failing.
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -28,10 +28,14 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 #: spill onto overflow pages. Files created before keep their page size.
 PAGE_SIZE_BYTES = 2048
 
+#: A job's id is "<seq>-<token>". seq, the integer primary key, makes it unique, so
+#: the id needs no index of its own, which spares every enqueue an index write. The
+#: random token keeps an old id from naming a newer job if SQLite reuses a seq after
+#: the newest rows were deleted.
 JOBS_TABLE = """
     CREATE TABLE jobs (
         seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
+        token TEXT NOT NULL,
         queue TEXT NOT NULL,
         func TEXT NOT NULL,
         args TEXT NOT NULL,
@@ -64,18 +68,21 @@ VERSION_2_COLUMNS = (
     "error_message TEXT",
 )
 
+#: Statuses of the jobs in the jobs_active index. A query can use that partial index
+#: only if its WHERE clause contains this term word for word.
+ACTIVE_FILTER = "status IN ('queued', 'scheduled', 'started')"
+
 INDEXES = (
-    # A claim scans this index for one queue in order and stops at the first job
-    # whose run_at has come.
-    """
-    CREATE INDEX IF NOT EXISTS jobs_ready
-    ON jobs (queue, priority DESC, run_at, seq)
-    WHERE status IN ('queued', 'scheduled')
-    """,
-    """
-    CREATE INDEX IF NOT EXISTS jobs_lease_until
-    ON jobs (lease_until)
-    WHERE status = 'started'
+    # A claim scans this index for one queue in claim order and stops at the first
+    # waiting job whose run_at has come. Started jobs stay in it, next to where they
+    # were claimed, so that claiming a job changes one entry in place instead of
+    # moving it to a separate index of leases, and finishing it removes that entry.
+    # Status and lease_until at the end let the sweep for expired leases read the
+    # index alone.
+    f"""
+    CREATE INDEX IF NOT EXISTS jobs_active
+    ON jobs (queue, priority DESC, run_at, seq, status, lease_until)
+    WHERE {ACTIVE_FILTER}
     """,
     # At most one waiting or running job per unique key.
     """
@@ -147,8 +154,10 @@ def create_schema(connection, path):
         ).fetchone()
         if not has_jobs:
             connection.execute(JOBS_TABLE)
-        elif version <= 1:
-            _migrate_version_1(connection)
+        else:
+            if version <= 1:
+                _migrate_version_1(connection)
+            _migrate_version_2(connection)
 
         for statement in (*INDEXES, LOCKS_TABLE, PERIODIC_TABLE):
             connection.execute(statement)
@@ -166,6 +175,23 @@ def _migrate_version_1(connection):
         "UPDATE jobs SET status = 'scheduled' WHERE status = 'queued' AND run_at > ?",
         (time.time(),),
     )
+
+
+def _migrate_version_2(connection):
+    """Copy the jobs into the version 3 table, whose token replaces the unique id column.
+
+    SQLite cannot drop the UNIQUE constraint of a column, so the table is rebuilt.
+    Each job's old id becomes its token, so its new id is "<seq>-<old id>".
+    """
+    columns = [row[1] for row in connection.execute("PRAGMA table_info(jobs)")]
+    kept = [name for name in columns if name != "id"]
+    connection.execute("ALTER TABLE jobs RENAME TO jobs_version_2")
+    connection.execute(JOBS_TABLE)
+    connection.execute(
+        f"INSERT INTO jobs (token, {', '.join(kept)})"
+        f" SELECT id, {', '.join(kept)} FROM jobs_version_2"
+    )
+    connection.execute("DROP TABLE jobs_version_2")
 
 
 def immediate_transaction(connection):
