@@ -4,10 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
 from promptgen.queue import Queue
 
-from .support import Process
+from .support import Process, flask_command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -55,6 +56,26 @@ def queue(queue_path, clock):
     queue.close()
 
 
+@pytest.fixture(name="queue")
+def real_clock_queue(queue_path):
+    """A Queue on the system clock, for workers whose leases and heartbeats need real time.
+
+    Its fixture name is also `queue`, so a test module imports either this fixture or
+    the fake-clock one, not both.
+    """
+    queue = Queue(queue_path, lease_seconds=LEASE)
+    yield queue
+    queue.close()
+
+
+@pytest.fixture
+def app(queue_path):
+    """A bare Flask app whose only setting is QUEUE_DATABASE, for Workers in the test process."""
+    app = Flask(__name__)
+    app.config["QUEUE_DATABASE"] = str(queue_path)
+    return app
+
+
 def start_worker(name, queue_path, log_dir, *options):
     """Start `python -m tests.queue_app` on queue_path; the caller stops it."""
     return Process(
@@ -62,6 +83,24 @@ def start_worker(name, queue_path, log_dir, *options):
         [sys.executable, "-m", "tests.queue_app", str(queue_path), *options],
         env={"PYTHONPATH": str(REPOSITORY)},
         log_dir=log_dir,
+    )
+
+
+def start_flask_worker(name, queue_path, tmp_dir, *options):
+    """Start `flask --app promptgen worker` on queue_path; the caller stops it.
+
+    Its log and a throwaway app database go in tmp_dir.
+    """
+    return Process(
+        name,
+        flask_command("worker", *options),
+        env={
+            "PYTHONPATH": str(REPOSITORY),
+            "QUEUE_DATABASE": str(queue_path),
+            "DATABASE_URL": f"sqlite:///{Path(tmp_dir) / 'app.sqlite3'}",
+            "SECRET_KEY": "test secret key",
+        },
+        log_dir=tmp_dir,
     )
 
 

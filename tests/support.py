@@ -1,6 +1,7 @@
 """Helpers for tests that start real processes on free local ports."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,6 +72,39 @@ class Process:
                 self.popen.wait()
         self._log.close()
         return self.popen.returncode
+
+
+def is_running(pid):
+    """Return whether process `pid` exists and has not exited.
+
+    An exited process that its parent has not reaped yet (a zombie) counts as exited.
+    An orphan stays a zombie until init reaps it, so os.kill(pid, 0) alone can't tell.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except FileNotFoundError:
+        return False
+    # The state letter follows the command name, which is in brackets and may contain spaces.
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X")
+
+
+def kill_if_running(pid):
+    """Send SIGKILL to process `pid` unless it has already exited."""
+    if not is_running(pid):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def flask_command(*args):

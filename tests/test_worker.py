@@ -22,30 +22,18 @@ from promptgen.worker import (
 )
 
 from . import jobs_for_tests
-from .queue_support import REPOSITORY, FakeClock, FixedRandom, processes, start_worker  # noqa: F401 (processes is a fixture)
-from .support import Process, flask_command, wait_for
-
-START = 1_700_000_000.0
-
-
-@pytest.fixture
-def queue_path(tmp_path):
-    return tmp_path / "queue.sqlite3"
-
-
-@pytest.fixture
-def queue(queue_path):
-    queue = Queue(queue_path, lease_seconds=30)
-    yield queue
-    queue.close()
-
-
-@pytest.fixture
-def app(queue_path):
-    app = Flask(__name__)
-    app.config["QUEUE_DATABASE"] = str(queue_path)
-    app.config["MARKER"] = "from the app config"
-    return app
+from .queue_support import (  # noqa: F401 (app, processes, queue_path and real_clock_queue are fixtures)
+    START,
+    FakeClock,
+    FixedRandom,
+    app,
+    processes,
+    queue_path,
+    real_clock_queue,
+    start_flask_worker,
+    start_worker,
+)
+from .support import wait_for
 
 
 def test_burst_on_empty_queue_returns_zero(app, queue):
@@ -53,6 +41,7 @@ def test_burst_on_empty_queue_returns_zero(app, queue):
 
 
 def test_burst_runs_ready_jobs_in_app_context(app, queue):
+    app.config["MARKER"] = "from the app config"
     config_job = queue.enqueue(jobs_for_tests.config_value, "MARKER")
     add_job = queue.enqueue(jobs_for_tests.add, 2, 3)
     delayed_job = queue.enqueue_call(jobs_for_tests.add, (1, 1), delay=3600)
@@ -364,17 +353,7 @@ def test_burst_process_exits_when_queue_empty(queue, queue_path, tmp_path, proce
 
 def test_flask_worker_command_runs_jobs(queue, queue_path, tmp_path, processes):
     job_id = queue.enqueue(jobs_for_tests.add, 2, 3)
-    worker = Process(
-        "flask-worker",
-        flask_command("worker", "--burst"),
-        env={
-            "PYTHONPATH": str(REPOSITORY),
-            "QUEUE_DATABASE": str(queue_path),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite3'}",
-            "SECRET_KEY": "test secret key",
-        },
-        log_dir=tmp_path,
-    )
+    worker = start_flask_worker("flask-worker", queue_path, tmp_path, "--burst")
     processes.append(worker)
 
     assert worker.popen.wait(timeout=30) == 0, worker.log()

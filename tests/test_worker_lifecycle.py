@@ -1,38 +1,39 @@
 """Tests of worker timeouts, shutdown, concurrency and crashes, in threads and real processes."""
 
+import os
+import re
 import signal
+import sys
 import threading
 import time
 
 import pytest
-from flask import Flask
 
 from promptgen.queue import Queue
 from promptgen.worker import Worker
+from promptgen.worker_pool import KILL_MARGIN_SECONDS, PARENT_POLL_SECONDS
 
 from . import jobs_for_tests
-from .queue_support import REPOSITORY, processes, start_worker  # noqa: F401 (processes is a fixture)
-from .support import Process, flask_command, wait_for
+from .queue_support import (  # noqa: F401 (app, processes, queue_path and real_clock_queue are fixtures)
+    app,
+    processes,
+    queue_path,
+    real_clock_queue,
+    start_flask_worker,
+    start_worker,
+)
+from .support import Process, is_running, kill_if_running, wait_for
 
+#: A script that runs ParentWatch with its own PID as the parent's, which makes the
+#: watch act as if the parent had exited.
+PARENT_WATCH_SCRIPT = """
+import os, signal, time
+from promptgen.worker_pool import ParentWatch
 
-
-@pytest.fixture
-def queue_path(tmp_path):
-    return tmp_path / "queue.sqlite3"
-
-
-@pytest.fixture
-def queue(queue_path):
-    queue = Queue(queue_path, lease_seconds=30)
-    yield queue
-    queue.close()
-
-
-@pytest.fixture
-def app(queue_path):
-    app = Flask(__name__)
-    app.config["QUEUE_DATABASE"] = str(queue_path)
-    return app
+signal.signal(signal.SIGTERM, lambda signum, frame: print("SIGTERM received", flush=True))
+ParentWatch(os.getpid(), kill_after_seconds=0.2, send_sigterm=True, poll_seconds=0.01).start()
+time.sleep(60)
+"""
 
 
 def read_runs(results):
@@ -96,6 +97,29 @@ def test_job_within_timeout_finishes(app, queue):
     Worker(app, queue).work(burst=True)
 
     assert queue.fetch_job(job_id).result == "slept"
+
+
+
+def test_short_timeout_after_long_timeout_job(app, queue):
+    queue.enqueue(jobs_for_tests.add, 1, 2, timeout=600)
+    slow = queue.enqueue(jobs_for_tests.sleep_for, 60, timeout=0.3, retries=0)
+
+    Worker(app, queue).work(burst=True)
+
+    failed = queue.fetch_job(slow)
+    assert failed.error_message == "job ran past its timeout of 0.3 s"
+    assert failed.duration_seconds < 5
+
+
+def test_earlier_short_timeout_spares_next_job(app, queue):
+    queue.enqueue(jobs_for_tests.sleep_for, 0.01, timeout=0.2)
+    longer = queue.enqueue(jobs_for_tests.sleep_for, 0.5, timeout=30)
+
+    Worker(app, queue).work(burst=True)
+
+    finished = queue.fetch_job(longer)
+    assert finished.status == "finished"
+    assert finished.result == "slept"
 
 
 # Shutdown
@@ -175,16 +199,8 @@ def test_flask_worker_concurrency_runs_each_job_once(queue, queue_path, tmp_path
     results.mkdir()
     for number in range(job_count):
         queue.enqueue(jobs_for_tests.record_run, str(results), number)
-    worker = Process(
-        "flask-worker",
-        flask_command("worker", "--concurrency", "3", "--burst"),
-        env={
-            "PYTHONPATH": str(REPOSITORY),
-            "QUEUE_DATABASE": str(queue_path),
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite3'}",
-            "SECRET_KEY": "test secret key",
-        },
-        log_dir=tmp_path,
+    worker = start_flask_worker(
+        "flask-worker", queue_path, tmp_path, "--concurrency", "3", "--burst"
     )
     processes.append(worker)
 
@@ -213,6 +229,153 @@ def test_pool_sigterm_stops_every_process(queue, queue_path, tmp_path, processes
     assert pool.popen.wait(timeout=60) == 0, pool.log()
     assert [queue.fetch_job(job_id).result for job_id in blocking] == ["released", "released"]
     assert pool.log().count("stopped (SIGTERM) after 1 jobs") == 2
+
+
+# Children of a pool process killed with SIGKILL stop as on SIGTERM
+
+
+@pytest.fixture
+def orphan_pids():
+    """Collect PIDs of pool children, and SIGKILL each one still running after the test."""
+    pids = []
+    yield pids
+    for pid in pids:
+        kill_if_running(pid)
+
+
+def test_killed_pool_children_finish_jobs(queue, queue_path, tmp_path, processes, orphan_pids):
+    grace = 30.0
+    release = tmp_path / "release"
+    starts = tmp_path / "starts"
+    blocking = _enqueue_blocking_jobs(queue, release, starts, count=2)
+    waiting = queue.enqueue(jobs_for_tests.add, 1, 2)
+    pool = start_flask_worker(
+        "pool", queue_path, tmp_path, "--concurrency", "2", "--grace", str(grace)
+    )
+    processes.append(pool)
+    children = _wait_for_blocked_children(pool, starts, orphan_pids)
+
+    pool.popen.kill()
+    assert pool.popen.wait(timeout=30) == -signal.SIGKILL
+    release.touch()
+    _wait_for_exit(children, timeout=grace + KILL_MARGIN_SECONDS)
+
+    jobs = [queue.fetch_job(job_id) for job_id in blocking]
+    assert [job.status for job in jobs] == ["finished", "finished"]
+    assert [job.result for job in jobs] == ["released", "released"]
+    assert [job.attempts for job in jobs] == [1, 1]
+    assert queue.fetch_job(waiting).status == "queued"
+    assert queue.fetch_job(waiting).attempts == 0
+    assert pool.log().count("stopped (SIGTERM) after 1 jobs") == 2, pool.log()
+    assert pool.log().count("stopped because pool process") == 2, pool.log()
+
+
+def test_killed_pool_children_release_jobs(queue, queue_path, tmp_path, processes, orphan_pids):
+    grace = 0.5
+    release = tmp_path / "release"
+    starts = tmp_path / "starts"
+    blocking = _enqueue_blocking_jobs(queue, release, starts, count=2)
+    pool = start_flask_worker(
+        "pool", queue_path, tmp_path, "--concurrency", "2", "--grace", str(grace)
+    )
+    processes.append(pool)
+    children = _wait_for_blocked_children(pool, starts, orphan_pids)
+
+    pool.popen.kill()
+    assert pool.popen.wait(timeout=30) == -signal.SIGKILL
+    _wait_for_exit(children, timeout=grace + KILL_MARGIN_SECONDS)
+
+    jobs = [queue.fetch_job(job_id) for job_id in blocking]
+    assert [job.status for job in jobs] == ["queued", "queued"]
+    assert [job.attempts for job in jobs] == [0, 0]
+    assert [job.worker_id for job in jobs] == [None, None]
+    assert pool.log().count("released unfinished at shutdown") == 2, pool.log()
+    assert pool.log().count("stopped (SIGTERM) after 1 jobs") == 2, pool.log()
+    assert pool.log().count("stopped because pool process") == 2, pool.log()
+
+
+def test_killed_pool_children_kill_stuck_jobs(queue, queue_path, tmp_path, processes, orphan_pids):
+    grace = 0.5
+    starts = tmp_path / "starts"
+    stuck = [queue.enqueue(sleep_through_shutdown, str(starts), 60) for _ in range(2)]
+    pool = start_flask_worker(
+        "pool", queue_path, tmp_path, "--concurrency", "2", "--grace", str(grace)
+    )
+    processes.append(pool)
+    children = _wait_for_blocked_children(pool, starts, orphan_pids)
+
+    pool.popen.kill()
+    assert pool.popen.wait(timeout=30) == -signal.SIGKILL
+    _wait_for_exit(children, timeout=grace + KILL_MARGIN_SECONDS + PARENT_POLL_SECONDS + 5)
+
+    jobs = [queue.fetch_job(job_id) for job_id in stuck]
+    assert [job.status for job in jobs] == ["started", "started"]
+    assert [job.attempts for job in jobs] == [1, 1]
+    kill_message = f"still running {grace + KILL_MARGIN_SECONDS:g} s after pool process"
+    assert pool.log().count(kill_message) == 2, pool.log()
+    assert "stopped (SIGTERM)" not in pool.log()
+
+
+def test_parent_watch_sends_sigterm_then_sigkill(tmp_path, processes):
+    watched = Process(
+        "parent-watch", [sys.executable, "-c", PARENT_WATCH_SCRIPT], env={}, log_dir=tmp_path
+    )
+    processes.append(watched)
+
+    assert watched.popen.wait(timeout=30) == -signal.SIGKILL, watched.log()
+    assert "SIGTERM received" in watched.log()
+    assert f"pool process {watched.popen.pid} exited, sending SIGTERM" in watched.log()
+    assert "still running 0.2 s after pool process" in watched.log()
+
+
+def sleep_through_shutdown(starts_path, seconds):
+    """Append this pid to starts_path, then sleep, swallowing the shutdown interrupt.
+
+    It stands for a job that the worker can't interrupt, such as one blocked in C code.
+    """
+    with open(starts_path, "a") as file:
+        file.write(f"{os.getpid()}\n")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.01)
+        except BaseException:
+            pass
+
+
+def _enqueue_blocking_jobs(queue, release, starts, count):
+    return [
+        queue.enqueue(jobs_for_tests.block_until_file, str(release), str(starts))
+        for _ in range(count)
+    ]
+
+
+def _wait_for_blocked_children(pool, starts, orphan_pids):
+    """Wait until each of the pool's two children runs a blocking job, and return their PIDs.
+
+    The PIDs go into orphan_pids as soon as the pool logs them, so that the test kills
+    the children even when it fails before the pool is killed.
+    """
+    started = wait_for(
+        lambda: re.search(r"started 2 worker processes: (\d+), (\d+)", pool.log()),
+        message="the pool to start its worker processes",
+    )
+    children = sorted(int(pid) for pid in started.groups())
+    orphan_pids.extend(children)
+    wait_for(
+        lambda: starts.exists() and len(starts.read_text().split()) == 2,
+        message="both jobs to start",
+    )
+    assert sorted(int(pid) for pid in starts.read_text().split()) == children
+    return children
+
+
+def _wait_for_exit(pids, timeout):
+    wait_for(
+        lambda: not any(is_running(pid) for pid in pids),
+        timeout=timeout,
+        message=f"worker processes {pids} to exit",
+    )
 
 
 # Crashes

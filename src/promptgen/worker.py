@@ -116,6 +116,8 @@ class Worker:
         self._timeout_seconds = None
         self._job_deadline = None
         self._shutdown_deadline = None
+        #: time.monotonic() when the armed SIGALRM timer fires, or None if none is armed.
+        self._alarm_at = None
 
     @property
     def queues(self):
@@ -132,7 +134,7 @@ class Worker:
             jobs_run = self._run_loop(burst)
         finally:
             maintenance.stop()
-            self._disarm_alarm()
+            self._cancel_alarm()
             _restore_signal_handlers(previous_handlers)
             self.queue.close()
 
@@ -215,7 +217,7 @@ class Worker:
                 try:
                     return job.perform()
                 finally:
-                    self._disarm_alarm()
+                    self._job_deadline = None
             finally:
                 _remove_db_session(self.app)
 
@@ -345,6 +347,7 @@ class Worker:
             self._rearm_alarm()
 
     def _handle_alarm(self, signum, frame):
+        self._alarm_at = None
         if self.current_job is None:
             return
         now = time.monotonic()
@@ -352,7 +355,8 @@ class Worker:
             raise ShutdownInterrupt()
         if self._job_deadline is not None and now >= self._job_deadline:
             raise JobTimeout(f"job ran past its timeout of {self._timeout_seconds:g} s")
-        # A timer that fired early is set again for what remains.
+        # A timer that fired early, such as one set for an earlier job, is set again
+        # for what remains.
         self._rearm_alarm()
 
     def _arm_alarm(self, timeout):
@@ -361,18 +365,30 @@ class Worker:
         self._rearm_alarm()
 
     def _rearm_alarm(self):
+        """Make sure the SIGALRM timer fires no later than the nearest deadline.
+
+        A timer that will fire sooner is left alone: most jobs end well before their
+        timeout, and leaving the timer set spares each job two setitimer calls. When
+        that timer fires during a later job, the handler sets it again for what remains.
+        """
         if not self._alarm_enabled:
             return
-        deadlines = [d for d in (self._job_deadline, self._shutdown_deadline) if d is not None]
-        if not deadlines:
+        deadline = self._job_deadline
+        shutdown = self._shutdown_deadline
+        if deadline is None or (shutdown is not None and shutdown < deadline):
+            deadline = shutdown
+        if deadline is None or (self._alarm_at is not None and self._alarm_at <= deadline):
             return
-        remaining = max(min(deadlines) - time.monotonic(), 0.001)
+        now = time.monotonic()
+        remaining = max(deadline - now, 0.001)
         signal.setitimer(signal.ITIMER_REAL, remaining)
+        self._alarm_at = now + remaining
 
-    def _disarm_alarm(self):
+    def _cancel_alarm(self):
         self._job_deadline = None
         if self._alarm_enabled:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        self._alarm_at = None
 
 
 class Maintenance(threading.Thread):
