@@ -33,6 +33,9 @@ Options:
                started, enqueueing another returns the existing job's id instead.
 
 ``Queue(path)`` has the same methods for use without an app context.
+A job id is "<seq>-<token>", such as "20417-5f0c9a1e7b3d": the row's integer key and 12
+random hex digits. ``fetch_job``, ``cancel`` and ``requeue`` find nothing for a text of
+another form.
 ``func`` is a module-level function, stored as "module:qualname", or such a string.
 Arguments are stored as JSON, so a job receives lists where it was given tuples.
 
