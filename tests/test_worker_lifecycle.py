@@ -243,20 +243,30 @@ def orphan_pids():
         kill_if_running(pid)
 
 
-def test_killed_pool_children_finish_jobs(queue, queue_path, tmp_path, processes, orphan_pids):
-    grace = 30.0
-    release = tmp_path / "release"
-    starts = tmp_path / "starts"
-    blocking = _enqueue_blocking_jobs(queue, release, starts, count=2)
-    waiting = queue.enqueue(jobs_for_tests.add, 1, 2)
+def _kill_pool_with_blocked_children(queue_path, tmp_path, grace, processes, orphan_pids):
+    """Start a pool of 2, wait until both children block in a job, and SIGKILL the pool.
+
+    Returns the pool's Process and the children's PIDs.
+    """
     pool = start_flask_worker(
         "pool", queue_path, tmp_path, "--concurrency", "2", "--grace", str(grace)
     )
     processes.append(pool)
-    children = _wait_for_blocked_children(pool, starts, orphan_pids)
+    children = _wait_for_blocked_children(pool, tmp_path / "starts", orphan_pids)
 
     pool.popen.kill()
     assert pool.popen.wait(timeout=30) == -signal.SIGKILL
+    return pool, children
+
+
+def test_killed_pool_children_finish_jobs(queue, queue_path, tmp_path, processes, orphan_pids):
+    grace = 30.0
+    release = tmp_path / "release"
+    blocking = _enqueue_blocking_jobs(queue, release, tmp_path / "starts", count=2)
+    waiting = queue.enqueue(jobs_for_tests.add, 1, 2)
+    pool, children = _kill_pool_with_blocked_children(
+        queue_path, tmp_path, grace, processes, orphan_pids
+    )
     release.touch()
     _wait_for_exit(children, timeout=grace + KILL_MARGIN_SECONDS)
 
@@ -272,17 +282,10 @@ def test_killed_pool_children_finish_jobs(queue, queue_path, tmp_path, processes
 
 def test_killed_pool_children_release_jobs(queue, queue_path, tmp_path, processes, orphan_pids):
     grace = 0.5
-    release = tmp_path / "release"
-    starts = tmp_path / "starts"
-    blocking = _enqueue_blocking_jobs(queue, release, starts, count=2)
-    pool = start_flask_worker(
-        "pool", queue_path, tmp_path, "--concurrency", "2", "--grace", str(grace)
+    blocking = _enqueue_blocking_jobs(queue, tmp_path / "release", tmp_path / "starts", count=2)
+    pool, children = _kill_pool_with_blocked_children(
+        queue_path, tmp_path, grace, processes, orphan_pids
     )
-    processes.append(pool)
-    children = _wait_for_blocked_children(pool, starts, orphan_pids)
-
-    pool.popen.kill()
-    assert pool.popen.wait(timeout=30) == -signal.SIGKILL
     _wait_for_exit(children, timeout=grace + KILL_MARGIN_SECONDS)
 
     jobs = [queue.fetch_job(job_id) for job_id in blocking]
