@@ -148,7 +148,8 @@ def test_job_id_is_row_number_and_token(queue):
 
 
 @pytest.mark.parametrize(
-    "job_id", ["", "1", "1-", "-abc", "x-abc", "-1-abc", "99999999999999999999-abc", None, 1]
+    "job_id",
+    ["", "1", "1-", "-abc", "x-abc", "-1-abc", "²-abc", "١-abc", "99999999999999999999-abc", None, 1],
 )
 def test_malformed_job_id_finds_nothing(queue, job_id):
     queue.enqueue(jobs_for_tests.add, 1, 2)

@@ -215,3 +215,42 @@ def test_worker_rejects_empty_queues_option(run):
 
     assert result.exit_code == 2
     assert "no queue names" in result.output
+
+
+def test_enqueue_warns_of_unlisted_queue(run, queue):
+    result = run("queue", "enqueue", "--queue", "nosuchqueue")
+
+    job_id = result.output.strip().splitlines()[-1]
+    assert queue.fetch_job(job_id).queue == "nosuchqueue"
+    assert (
+        "warning: queue 'nosuchqueue' is not in QUEUE_PRIORITIES (critical, urgent, default),"
+        " so only a worker started with --queues naming it takes this job."
+        " Queue names are case-sensitive."
+    ) in result.output
+
+
+def test_worker_warns_of_unlisted_queue(run):
+    result = run("worker", "--burst", "--queues", "URGENT,default")
+
+    assert result.exit_code == 0
+    assert (
+        "warning: queue 'URGENT' is not in QUEUE_PRIORITIES (critical, urgent, default),"
+        " so this worker weights it 1. Queue names are case-sensitive."
+    ) in result.output
+
+
+def test_listed_queue_gets_no_warning(run):
+    result = run("queue", "enqueue", "--queue", "urgent")
+
+    assert "warning" not in result.output
+
+
+@pytest.mark.parametrize("job_id", ["²-abc", "x-abc", "1-"])
+def test_malformed_id_not_found(run, job_id):
+    cancel = run("queue", "cancel", job_id)
+    retry = run("queue", "retry", job_id)
+
+    assert cancel.exit_code == 1
+    assert cancel.output == f"Error: job {job_id} not found\n"
+    assert retry.exit_code == 1
+    assert retry.output == f"Error: job {job_id} not found\n"

@@ -306,3 +306,15 @@ def test_secret_unavailable_answers_503(app, sender, prediction_id):
     assert response.status_code == 503
     assert response.get_json() == {"error": "The webhook signing secret could not be fetched; retry later."}
     assert_nothing_written(app, prediction_id)
+
+
+@pytest.mark.parametrize("timestamp", ["abc", "-5", "1.5", "12a"])
+def test_timestamp_not_a_number_rejected(app, sender, prediction_id, timestamp):
+    response = sender.post(prediction_body("succeeded", output=[OUTPUT_URL]), timestamp=timestamp)
+
+    assert response.status_code == 401
+    assert response.get_json() == {
+        "error": "Webhook verification failed: the webhook-timestamp header must be"
+        " whole seconds since the epoch."
+    }
+    assert_nothing_written(app, prediction_id)

@@ -40,7 +40,7 @@ def register(app):
 def worker_command(queues, concurrency, burst, grace):
     """Run queued jobs until SIGINT or SIGTERM, or until none is ready with --burst."""
     from .extensions import begin_immediate
-    from .queue_priorities import parse_queue_names
+    from .queue_priorities import UNLISTED_WEIGHT, parse_queue_names, unlisted_warning
     from .worker import DEFAULT_SHUTDOWN_GRACE_SECONDS, Worker
     from .worker_pool import WorkerPool
 
@@ -49,6 +49,11 @@ def worker_command(queues, concurrency, burst, grace):
         names = None if queues is None else parse_queue_names(queues)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--queues") from None
+    if names is not None:
+        consequence = f"this worker weights it {UNLISTED_WEIGHT:g}"
+        warning = unlisted_warning(app.config, names, consequence)
+        if warning:
+            click.echo(warning, err=True)
 
     # Jobs write what they read, so their transactions take the write lock up front.
     # Forked worker processes inherit this setting from the main thread's context.

@@ -820,7 +820,8 @@ def parse_job_id(job_id):
     if not isinstance(job_id, str):
         return None
     seq, separator, token = job_id.partition("-")
-    if not separator or not token or not seq.isdigit() or len(seq) > 19:
+    # str.isdigit() is also true for digits such as "²" that int() rejects.
+    if not separator or not token or not seq.isascii() or not seq.isdigit() or len(seq) > 18:
         return None
     return {"seq": int(seq), "token": token}
 

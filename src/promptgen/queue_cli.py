@@ -3,10 +3,12 @@
 import datetime
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 
 from . import queue_admin
 from .queue import ENDED_STATUSES, STARTED, get_queue
+from .queue_priorities import unlisted_warning
 
 queue_group = AppGroup("queue", help="Inspect and manage the job queue.")
 
@@ -130,6 +132,10 @@ def purge_command(statuses, queue_name, yes):
 def enqueue_command(queue_name, delay):
     """Add a job that does nothing, to check that workers take jobs from a queue."""
     job_id = get_queue().enqueue(queue_admin.noop, queue=queue_name, delay=delay)
+    consequence = "only a worker started with --queues naming it takes this job"
+    warning = unlisted_warning(current_app.config, [queue_name], consequence)
+    if warning:
+        click.echo(warning, err=True)
     click.echo(job_id)
 
 

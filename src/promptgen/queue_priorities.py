@@ -80,3 +80,19 @@ def parse_queue_names(text):
     if not names:
         raise ValueError(f"no queue names in {text!r}")
     return names
+
+
+def unlisted_warning(config, names, consequence):
+    """Return a warning about the names that QUEUE_PRIORITIES in config lacks, or None.
+
+    consequence says what that means for the command that got the names.
+    """
+    configured = config.get("QUEUE_PRIORITIES", DEFAULT_PRIORITIES)
+    unlisted = [name for name in names if name not in configured]
+    if not unlisted:
+        return None
+    quoted = ", ".join(repr(name) for name in unlisted)
+    return (
+        f"warning: queue {quoted} is not in QUEUE_PRIORITIES ({', '.join(configured)}),"
+        f" so {consequence}. Queue names are case-sensitive."
+    )

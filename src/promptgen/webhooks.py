@@ -48,6 +48,17 @@ def receive():
         logger.error("webhook %r for prediction %s: signing secret unavailable: %s", webhook_id, prediction_id, error)
         return {"error": "The webhook signing secret could not be fetched; retry later."}, 503
 
+    timestamp = request.headers.get("webhook-timestamp", "")
+    if timestamp and not (timestamp.isascii() and timestamp.isdigit()):
+        logger.warning(
+            "webhook %r from %s rejected: webhook-timestamp %r is not a number",
+            webhook_id, request.remote_addr, timestamp[:40],
+        )
+        return {
+            "error": "Webhook verification failed: the webhook-timestamp header must be"
+            " whole seconds since the epoch."
+        }, 401
+
     try:
         Webhooks.validate(
             headers=dict(request.headers),
