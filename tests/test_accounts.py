@@ -127,6 +127,16 @@ def test_login_attempts_limited_per_address(client, accounts):
     assert "Wait a minute, then try again." in response.get_data(as_text=True)
 
 
+def test_successful_logins_not_limited(client, accounts):
+    accounts.signup()
+    statuses = []
+    for _ in range(12):
+        accounts.logout()
+        statuses.append(accounts.login().status_code)
+
+    assert statuses == [302] * 12
+
+
 def test_logout_invalidates_copied_session_cookie(client, accounts, app):
     accounts.signup()
     copied = client.get_cookie("session").value

@@ -73,7 +73,8 @@ def signup():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(LOGIN_LIMIT, methods=["POST"])
+# Only failed attempts count, so a person who logs in and out often is never locked out.
+@limiter.limit(LOGIN_LIMIT, methods=["POST"], deduct_when=lambda response: response.status_code != 302)
 def login():
     """Log in with email and password."""
     if current_user.is_authenticated:
