@@ -8,3 +8,16 @@ function updateElapsed() {
 
 updateElapsed();
 setInterval(updateElapsed, 1000);
+
+// Asks before sending a form that has a data-confirm message, such as a variation's Delete
+// button. The capture phase runs this before any handler on the form itself. Without
+// JavaScript the form is sent at once, and the server action works the same.
+function confirmSubmit(event) {
+  const message = event.target.dataset.confirm;
+  if (message && !window.confirm(message)) {
+    event.preventDefault();
+    event.stopPropagation();
+  }
+}
+
+document.addEventListener("submit", confirmSubmit, true);

@@ -101,6 +101,22 @@ def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_p
     page.screenshot(path=str(SCREENSHOTS / "index.png"), full_page=True)
 
     page.goto(prompt_url)
+    canceled_card = page.locator("article.prediction.canceled")
+    canceled_id = canceled_card.get_attribute("id").removeprefix("prediction-")
+    dialogs = []
+    page.once("dialog", lambda dialog: _answer(dialog, dialogs, accept=False))
+    canceled_card.locator("button:has-text('Delete')").click()
+    expect(canceled_card).to_have_count(1)
+    assert dialogs == [f"Delete variation {canceled_id}? This cannot be undone."]
+
+    page.once("dialog", lambda dialog: _answer(dialog, dialogs, accept=True))
+    canceled_card.locator("button:has-text('Delete')").click()
+    page.wait_for_url(prompt_url)
+    expect(page.locator("p.flash")).to_have_text("Variation deleted.")
+    expect(canceled_card).to_have_count(0)
+    expect(page.locator("article.prediction")).to_have_count(1)
+    assert len(dialogs) == 2
+
     page.click("text=Delete…")
     page.click("button:has-text('Delete prompt')")
     page.wait_for_url(base_url + "/prompts")
@@ -108,3 +124,11 @@ def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_p
     assert page.locator("li.card").count() == 0
 
     assert page.console_errors == []
+
+
+def _answer(dialog, messages, accept):
+    messages.append(dialog.message)
+    if accept:
+        dialog.accept()
+    else:
+        dialog.dismiss()

@@ -3,7 +3,7 @@ import io
 import pytest
 from PIL import Image
 
-from promptgen.images import InvalidImage, data_url, normalize_upload
+from promptgen.images import MAX_PIXELS, InvalidImage, data_url, normalize_upload, too_many_pixels_message
 
 from .support import FIXTURES
 
@@ -101,7 +101,31 @@ def test_normalize_rejects_huge_dimensions():
     with pytest.raises(InvalidImage) as error:
         normalize_upload(data, 768)
 
-    assert str(error.value) == "The image has too many pixels."
+    assert str(error.value) == "The image is 20000 x 20000 pixels (400 megapixels). The limit is 50 megapixels."
+
+
+@pytest.mark.parametrize(
+    ("size", "image_format", "message"),
+    [
+        ((12000, 9000), "JPEG", "The image is 12000 x 9000 pixels (108 megapixels). The limit is 50 megapixels."),
+        ((7100, 7100), "PNG", "The image is 7100 x 7100 pixels (50.4 megapixels). The limit is 50 megapixels."),
+        ((10000, 10000), "WEBP", "The image is 10000 x 10000 pixels (100 megapixels). The limit is 50 megapixels."),
+    ],
+)
+def test_normalize_states_pixel_limit(size, image_format, message):
+    data = encode(Image.new("1" if image_format == "PNG" else "RGB", size), image_format)
+
+    with pytest.raises(InvalidImage) as error:
+        normalize_upload(data, 768)
+
+    assert str(error.value) == message
+
+
+def test_pixel_limit_message_uses_max_pixels():
+    assert too_many_pixels_message((8000, 6251)) == (
+        f"The image is 8000 x 6251 pixels (50 megapixels). The limit is {MAX_PIXELS // 1_000_000} megapixels."
+    )
+    assert too_many_pixels_message(None) == "The image has more pixels than allowed. The limit is 50 megapixels."
 
 
 def test_data_url():

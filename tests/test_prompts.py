@@ -69,6 +69,20 @@ def test_create_invalid_input_saves_nothing(client, app, logged_in, photo_bytes,
     assert count(app, Prediction) == 0
 
 
+def test_create_rejects_too_many_pixels(client, app, logged_in):
+    photo = png_photo(size=(12000, 9000))
+
+    response = create_prompt(client, photo, filename="huge.png")
+
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert (
+        '<p class="error">The image is 12000 x 9000 pixels (108 megapixels). The limit is 50 megapixels.</p>'
+        in page
+    )
+    assert count(app, Prompt) == 0
+
+
 def test_create_accepts_title_of_500_characters(client, logged_in, photo_bytes):
     assert create_prompt(client, photo_bytes, title="x" * 500).status_code == 302
 
@@ -86,9 +100,30 @@ def test_upload_over_limit_gets_413(client, app, logged_in):
 
     response = client.post("/prompts", data=body, content_type="multipart/form-data; boundary=limit")
 
+    page = response.get_data(as_text=True)
     assert response.status_code == 413
-    assert "at most 10 MB" in response.get_data(as_text=True)
+    assert "<p>The upload is larger than the limit of 10 MB. Choose a smaller photo and try again.</p>" in page
+    assert '<a href="/prompts/new">Back to the new prompt form</a>' in page
     assert count(app, Prompt) == 0
+
+
+def test_edit_upload_over_limit_links_to_edit(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location + "/edit")
+    body = (
+        b"--limit\r\n"
+        b'Content-Disposition: form-data; name="csrf_token"\r\n\r\n' + token.encode() + b"\r\n"
+        b"--limit\r\n"
+        b'Content-Disposition: form-data; name="image"; filename="big.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + b"\xff" * (10 * 1024 * 1024) + b"\r\n--limit--\r\n"
+    )
+
+    response = client.post(location + "/edit", data=body, content_type="multipart/form-data; boundary=limit")
+
+    page = response.get_data(as_text=True)
+    assert response.status_code == 413
+    assert "<p>The upload is larger than the limit of 10 MB. Choose a smaller photo and try again.</p>" in page
+    assert f'<a href="{location}/edit">Back to editing the prompt</a>' in page
 
 
 def test_index_lists_newest_first_with_counts(client, app, logged_in, photo_bytes):
@@ -228,6 +263,17 @@ def test_failed_prediction_shows_error(client, app, logged_in):
     assert "hx-get" not in page
 
 
+def test_failed_card_gives_advice_once(client, app, logged_in):
+    error = "Replicate could not be reached after 6 attempts (HTTP 503: Service Unavailable)."
+    _, prompt_id, _ = add_prompt(app, owner_email="ada@example.com", status="failed", error=error)
+
+    page = client.get(f"/prompts/{prompt_id}").get_data(as_text=True)
+
+    assert f'<p class="status error">Failed: {error}</p>' in page
+    assert page.count("to try once more") == 1
+    assert "Use Generate again" not in page
+
+
 def test_delete_asks_for_confirmation(client, app, logged_in, photo_bytes):
     location = create_prompt(client, photo_bytes, title="keep me?").headers["Location"]
 
@@ -309,6 +355,30 @@ def test_delete_one_prediction(client, app, logged_in, photo_bytes):
     assert count(app, Prompt) == 1
     with app.app_context():
         assert db.session.get(Prediction, first_id) is None
+
+
+@pytest.mark.parametrize(
+    ("image_count", "message"),
+    [
+        (0, "Delete variation {id}? This cannot be undone."),
+        (1, "Delete variation {id} and its image? This cannot be undone."),
+        (2, "Delete variation {id} and its 2 images? This cannot be undone."),
+    ],
+)
+def test_delete_prediction_form_asks_first(client, app, logged_in, photo_bytes, image_count, message):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    with app.app_context():
+        prediction = db.session.scalar(db.select(Prediction))
+        prediction_id = prediction.id
+        prediction.status = Prediction.FAILED
+        for position in range(image_count):
+            attach_image(prediction, photo_bytes, position=position)
+        db.session.commit()
+
+    page = client.get(location).get_data(as_text=True)
+
+    assert f'data-confirm="{message.format(id=prediction_id)}"' in page
+    assert f'action="{location}/predictions/{prediction_id}/delete"' in page
 
 
 def test_pages_send_security_headers(client):

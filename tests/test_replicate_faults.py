@@ -261,7 +261,10 @@ def test_create_gives_up_after_max_attempts(make_stack):
 
     prediction = stack.load(prediction_id)
     assert prediction.status == "failed"
-    assert prediction.error.startswith("Replicate could not be reached after 3 attempts (HTTP 503")
+    assert prediction.error == (
+        "Replicate could not be reached after 3 attempts "
+        "(HTTP 503: The simulator is failing creates on purpose.)."
+    )
     assert stack.stats()["create_requests"] == 3
     assert stack.stats().get("creates", 0) == 0
 

@@ -1,8 +1,11 @@
+import io
+import re
+
 import pytest
 
 from promptgen import settings
 from promptgen.extensions import db
-from promptgen.models import Prediction
+from promptgen.models import Prediction, Prompt
 
 from .conftest import attach_image, create_prompt, csrf_token
 
@@ -58,8 +61,6 @@ def test_create_stores_default_settings(client, app, logged_in, photo_bytes):
 
 
 def test_create_stores_chosen_settings(client, app, logged_in, photo_bytes):
-    import io
-
     token = csrf_token(client, "/prompts/new")
     data = {"title": "a cat", "csrf_token": token, "image": (io.BytesIO(photo_bytes), "p.jpg"), **CHANGED}
 
@@ -83,7 +84,7 @@ def test_create_stores_chosen_settings(client, app, logged_in, photo_bytes):
     ("name", "value", "message"),
     [
         ("prompt_strength", "1.5", "Number must be between 0.0 and 1.0."),
-        ("prompt_strength", "strong", "Not a valid decimal value."),
+        ("prompt_strength", "strong", "Not a valid number. Enter a number between 0.0 and 1.0."),
         ("num_outputs", "5", "Number must be between 1 and 4."),
         ("num_inference_steps", "0", "Number must be between 1 and 100."),
         ("num_inference_steps", "101", "Number must be between 1 and 100."),
@@ -102,6 +103,65 @@ def test_generate_again_rejects_invalid_settings(client, app, logged_in, photo_b
     assert response.status_code == 422
     assert message in response.get_data(as_text=True)
     assert len(all_settings(app)) == 1
+
+
+#: Values that are not finite numbers, or that a float cannot hold.
+NOT_NUMBERS = ["sNaN", "-sNaN", "NaN", "-nan", "Infinity", "-inf", "1e999999999", "1e99999999999999999999", "abc", "1_0", "0x1"]
+
+#: The message each numeric field shows for any value in NOT_NUMBERS.
+NOT_A_NUMBER_MESSAGES = {
+    "prompt_strength": "Not a valid number. Enter a number between 0.0 and 1.0.",
+    "guidance_scale": "Not a valid number. Enter a number between 1.0 and 20.0.",
+    "num_outputs": "Not a valid whole number. Enter a whole number between 1 and 4.",
+    "num_inference_steps": "Not a valid whole number. Enter a whole number between 1 and 100.",
+    "seed": "Not a valid whole number. Enter a whole number between 0 and 4294967295.",
+}
+
+
+def error_messages(page):
+    return re.findall(r'<p class="error">([^<]*)</p>', page)
+
+
+@pytest.mark.parametrize("value", NOT_NUMBERS)
+@pytest.mark.parametrize("name", sorted(NOT_A_NUMBER_MESSAGES))
+def test_generate_again_rejects_non_numbers(client, app, logged_in, photo_bytes, name, value):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+
+    response = client.post(location + "/predictions", data={**CHANGED, name: value, "csrf_token": token})
+
+    assert response.status_code == 422
+    assert error_messages(response.get_data(as_text=True)) == [NOT_A_NUMBER_MESSAGES[name]]
+    assert len(all_settings(app)) == 1
+
+
+@pytest.mark.parametrize("value", NOT_NUMBERS)
+@pytest.mark.parametrize("name", sorted(NOT_A_NUMBER_MESSAGES))
+def test_create_rejects_non_numbers(client, app, logged_in, photo_bytes, name, value):
+    token = csrf_token(client, "/prompts/new")
+    data = {"title": "a cat", "csrf_token": token, "image": (io.BytesIO(photo_bytes), "p.jpg"), **CHANGED}
+
+    response = client.post("/prompts", data={**data, name: value}, content_type="multipart/form-data")
+
+    assert response.status_code == 422
+    assert error_messages(response.get_data(as_text=True)) == [NOT_A_NUMBER_MESSAGES[name]]
+    assert all_settings(app) == []
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Prompt.id))) == 0
+
+
+def test_empty_numbers_take_defaults(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+    empty = {name: "" for name in NOT_A_NUMBER_MESSAGES}
+
+    response = client.post(location + "/predictions", data={**CHANGED, **empty, "csrf_token": token})
+
+    assert response.status_code == 302
+    assert all_settings(app)[1]["prompt_strength"] == 0.8
+    assert all_settings(app)[1]["guidance_scale"] == 7.5
+    assert all_settings(app)[1]["num_outputs"] == 1
+    assert all_settings(app)[1]["seed"] is None
 
 
 def test_generate_again_with_changed_settings(client, app, logged_in, photo_bytes):

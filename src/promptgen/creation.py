@@ -154,7 +154,7 @@ def _handle_error(prediction_id, attempt, error):
     if attempt >= config["CREATE_MAX_ATTEMPTS"]:
         fail_prediction(
             prediction_id,
-            f"Replicate could not be reached after {attempt} attempts ({reason}). Use Generate again.",
+            f"Replicate could not be reached after {attempt} attempts ({reason}).",
         )
         return
 

@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import render_template, request
+from flask import current_app, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
 
 from .extensions import db
@@ -14,13 +14,13 @@ MESSAGES = {
     403: ("Forbidden", "You are not allowed to do that."),
     404: ("Not found", "There is nothing here, or it belongs to another account."),
     405: ("Method not allowed", "This address does not accept that kind of request."),
-    413: ("Upload too large", "Files may be at most 10 MB. Choose a smaller photo and try again."),
     429: ("Too many attempts", "Wait a minute, then try again."),
     500: ("Server error", "Something failed on our side. Try again in a moment."),
 }
 
 
 def register(app):
+    app.register_error_handler(413, render_upload_too_large)
     for status in MESSAGES:
         app.register_error_handler(status, render_error)
     app.register_error_handler(CSRFError, render_csrf_error)
@@ -44,3 +44,33 @@ def render_csrf_error(error):
         render_template("error.html", title="Form expired", message=message, status=400),
         400,
     )
+
+
+def render_upload_too_large(error):
+    """Render the 413 page with the upload limit and a link back to the form that was sent."""
+    if request.headers.get("HX-Request"):
+        return "", 413, {"HX-Refresh": "true"}
+
+    limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
+    message = (
+        f"The upload is larger than the limit of {limit:g} MB. "
+        "Choose a smaller photo and try again."
+    )
+    logger.info("upload to %s rejected: larger than %g MB", request.path, limit)
+    back_url, back_label = _upload_form_link()
+    page = render_template(
+        "error.html",
+        title="Upload too large",
+        message=message,
+        status=413,
+        back_url=back_url,
+        back_label=back_label,
+    )
+    return page, 413
+
+
+def _upload_form_link():
+    """Return the URL and label of the form the rejected upload came from."""
+    if request.endpoint == "prompts.edit":
+        return url_for("prompts.edit", **request.view_args), "Back to editing the prompt"
+    return url_for("prompts.new"), "Back to the new prompt form"

@@ -54,14 +54,14 @@ def open_verified(data, formats=UPLOAD_FORMATS, draft_side=None):
                 width, height = probe.size
                 probe.verify()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise InvalidImage("The image has too many pixels.") from error
+            raise InvalidImage(too_many_pixels_message(declared_size(data))) from error
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
             raise InvalidImage("The file is not a readable image.") from error
 
     if image_format not in formats:
         raise InvalidImage(f"{image_format} images are not supported; use JPEG, PNG or WebP.")
     if width * height > MAX_PIXELS:
-        raise InvalidImage(f"The image is too large ({width}x{height} pixels).")
+        raise InvalidImage(too_many_pixels_message((width, height)))
 
     # verify() leaves the image unusable, so decode it again from the start.
     image = Image.open(io.BytesIO(data))
@@ -72,6 +72,40 @@ def open_verified(data, formats=UPLOAD_FORMATS, draft_side=None):
     except (OSError, SyntaxError) as error:
         raise InvalidImage("The image is damaged and cannot be decoded.") from error
     return image
+
+
+def declared_size(data):
+    """Return the (width, height) that an accepted image's header declares, or None.
+
+    Image.open() raises for a decompression bomb before it returns the size, so this
+    builds the format's image class directly, which reads the header and decodes nothing.
+    """
+    Image.init()
+    prefix = data[:16]
+    for image_format in UPLOAD_FORMATS:
+        factory, accept = Image.OPEN[image_format]
+        if accept is not None and not accept(prefix):
+            continue
+        try:
+            with factory(io.BytesIO(data)) as probe:
+                return probe.size
+        except (OSError, SyntaxError, ValueError):
+            return None
+    return None
+
+
+def too_many_pixels_message(size):
+    """Return the error for an image over MAX_PIXELS, with its size when size is known."""
+    limit = f"The limit is {megapixels(MAX_PIXELS)} megapixels."
+    if size is None:
+        return f"The image has more pixels than allowed. {limit}"
+    width, height = size
+    return f"The image is {width} x {height} pixels ({megapixels(width * height)} megapixels). {limit}"
+
+
+def megapixels(pixels):
+    """Return pixels in megapixels as text, with at most one decimal: "108", "50.4"."""
+    return f"{round(pixels / 1_000_000, 1):g}"
 
 
 def normalize_upload(data, max_side):

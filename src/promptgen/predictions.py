@@ -32,7 +32,7 @@ def start_prediction(prompt, settings=None):
     except Exception as error:  # the queue file may be missing, full or locked
         logger.exception("prediction %s: could not be queued", prediction.id)
         prediction.status = Prediction.FAILED
-        prediction.error = f"Could not queue the prediction ({error}). Use Generate again."
+        prediction.error = f"Could not queue the prediction ({error})."
         db.session.commit()
         return prediction
 

@@ -1,9 +1,10 @@
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import DecimalField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from .. import settings
+from .fields import FiniteDecimalField, WholeNumberField
 
 #: Maximum length of the prompt text, in characters.
 MAX_TITLE_LENGTH = 500
@@ -29,7 +30,7 @@ class PromptForm(FlaskForm):
 class SettingsForm(FlaskForm):
     """The model settings of one prediction, with the model's defaults."""
 
-    prompt_strength = DecimalField(
+    prompt_strength = FiniteDecimalField(
         "Prompt strength",
         default=settings.DEFAULTS["prompt_strength"],
         places=2,
@@ -39,19 +40,19 @@ class SettingsForm(FlaskForm):
         ],
         description="0 keeps the photo, 1 follows only the prompt.",
     )
-    num_outputs = IntegerField(
+    num_outputs = WholeNumberField(
         "Images",
         default=settings.DEFAULTS["num_outputs"],
         validators=[Optional(), NumberRange(settings.MIN_OUTPUTS, settings.MAX_OUTPUTS)],
         description=f"{settings.MIN_OUTPUTS} to {settings.MAX_OUTPUTS} per run.",
     )
-    num_inference_steps = IntegerField(
+    num_inference_steps = WholeNumberField(
         "Inference steps",
         default=settings.DEFAULTS["num_inference_steps"],
         validators=[Optional(), NumberRange(settings.MIN_STEPS, settings.MAX_STEPS)],
         description="More steps take longer and add detail.",
     )
-    guidance_scale = DecimalField(
+    guidance_scale = FiniteDecimalField(
         "Guidance scale",
         default=settings.DEFAULTS["guidance_scale"],
         places=1,
@@ -63,7 +64,7 @@ class SettingsForm(FlaskForm):
         choices=settings.SCHEDULERS,
         default=settings.DEFAULTS["scheduler"],
     )
-    seed = IntegerField(
+    seed = WholeNumberField(
         "Seed",
         validators=[Optional(), NumberRange(0, settings.MAX_SEED)],
         description="Leave empty for a random seed.",
