@@ -85,7 +85,7 @@ def parse_queue_names(text):
 def unlisted_warning(config, names, consequence):
     """Return a warning about the names that QUEUE_PRIORITIES in config lacks, or None.
 
-    consequence says what that means for the command that got the names.
+    consequence describes what that means for the command that got the names.
     """
     configured = config.get("QUEUE_PRIORITIES", DEFAULT_PRIORITIES)
     unlisted = [name for name in names if name not in configured]
