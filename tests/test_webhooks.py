@@ -1,5 +1,6 @@
 import json
 import time
+from datetime import datetime
 
 import pytest
 from itsdangerous import URLSafeSerializer
@@ -7,6 +8,7 @@ from sqlalchemy.orm import selectinload
 from replicate.webhook import WebhookSigningSecret, Webhooks
 
 from promptgen.extensions import db
+from promptgen.filters import duration
 from promptgen.models import Prediction, WebhookDelivery
 from promptgen.simulator.signing import sign
 from promptgen.tokens import sign_prediction_id
@@ -318,3 +320,28 @@ def test_timestamp_not_a_number_rejected(app, sender, prediction_id, timestamp):
         " whole seconds since the epoch."
     }
     assert_nothing_written(app, prediction_id)
+
+
+def test_run_time_taken_from_replicate(app, sender, prediction_id):
+    body = prediction_body(
+        "succeeded",
+        output=[OUTPUT_URL],
+        started_at="2026-12-04T10:00:00.250000Z",
+        completed_at="2026-12-04T10:00:04.750000Z",
+    )
+
+    sender.post(body)
+
+    prediction, _ = load(app, prediction_id)
+    assert prediction.started_at == datetime(2026, 12, 4, 10, 0, 0, 250000)
+    assert prediction.completed_at == datetime(2026, 12, 4, 10, 0, 4, 750000)
+    assert duration(prediction.started_at, prediction.completed_at) == "4.5 s"
+
+
+@pytest.mark.parametrize("value", [None, "", "yesterday", 17])
+def test_unreadable_replicate_time_ignored(app, sender, prediction_id, value):
+    sender.post(prediction_body("processing", started_at=value))
+
+    prediction, _ = load(app, prediction_id)
+    assert prediction.status == "processing"
+    assert prediction.started_at is not None

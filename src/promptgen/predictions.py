@@ -1,6 +1,7 @@
 """Starting predictions and applying what Replicate reports about them."""
 
 import logging
+from datetime import datetime, timezone
 
 from .extensions import db
 from .models import Prediction
@@ -60,6 +61,7 @@ def apply_remote_state(prediction, remote):
         prediction.logs = remote["logs"]
     if not prediction.advance(status):
         return False
+    _take_remote_times(prediction, remote)
 
     if status == Prediction.FAILED:
         prediction.error = str(remote.get("error") or "The model run failed without a message.")
@@ -75,6 +77,29 @@ def apply_remote_state(prediction, remote):
             return False
         return True
     return False
+
+
+def _take_remote_times(prediction, remote):
+    """Use Replicate's own start and end times, so a late or lost webhook does not stretch the run time."""
+    started = remote_time(remote.get("started_at"))
+    if started is not None:
+        prediction.started_at = started
+    completed = remote_time(remote.get("completed_at"))
+    if completed is not None and prediction.status in Prediction.TERMINAL:
+        prediction.completed_at = completed
+
+
+def remote_time(value):
+    """Return a Replicate timestamp such as "2024-01-15T09:30:00.123456Z" as naive UTC, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
 
 
 def mark_output_expired(prediction):

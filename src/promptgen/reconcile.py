@@ -55,6 +55,8 @@ def refresh(prediction_id):
         "output": remote.output,
         "error": remote.error,
         "data_removed": getattr(remote, "data_removed", False),
+        "started_at": remote.started_at,
+        "completed_at": remote.completed_at,
     }
     store = apply_remote_state(prediction, body)
     # Touch the row, so the next reconcile run skips it for RECONCILE_AFTER seconds.
