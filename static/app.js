@@ -9,6 +9,11 @@ function updateElapsed() {
 updateElapsed();
 setInterval(updateElapsed, 1000);
 
+// A card swapped in by a poll is rendered with "a moment". htmx 4.0.1 sends
+// htmx:before:settle in the same task that inserts the new content, so the browser never
+// paints that text. htmx:after:swap and htmx:after:process come after a settle delay.
+document.addEventListener("htmx:before:settle", updateElapsed);
+
 // Asks before sending a form that has a data-confirm message, such as a variation's Delete
 // button. The capture phase runs this before any handler on the form itself. Without
 // JavaScript the form is sent at once, and the server action works the same.

@@ -46,6 +46,7 @@ class Stack:
             {**SIMULATOR_SETTINGS, **(simulator_settings or {}), "SIMULATOR_FAULTS": faults or {}},
             instance_path=tmp_path / "simulator",
         )
+        self.simulator_app = simulator_app
         self.simulator = ServerThread(simulator_app)
         self.web = ServerThread(app)
         self.app = app
@@ -67,6 +68,10 @@ class Stack:
         response = self.api.post("/_simulator/faults", json=switches)
         assert response.status_code == 200, response.text
         return response.json()
+
+    def remove_output_files(self, replicate_id):
+        """Delete a finished prediction's output files, as Replicate does after an hour."""
+        self.simulator_app.extensions["replicate_simulator"].store.remove_files(replicate_id)
 
     def stats(self):
         return self.api.get("/_simulator/stats").json()

@@ -69,6 +69,7 @@ def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_p
     page.click("main button[type=submit]")
     page.wait_for_url(re.compile(r"/prompts/\d+$"))
     prompt_url = page.url
+    record_elapsed_texts(page)
 
     # The placeholder shows the step counter from the model's logs as they arrive.
     expect(page.locator("article.prediction.pending")).to_have_count(1)
@@ -77,6 +78,9 @@ def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_p
 
     expect(page.locator("article.prediction figure img")).to_have_count(2, timeout=30_000)
     assert page.url == prompt_url
+    elapsed_texts = page.evaluate("window.elapsedTexts")
+    assert elapsed_texts, "no card with a running time was swapped in"
+    assert [text for text in elapsed_texts if not re.fullmatch(r"\d+ s", text)] == []
     assert page.locator("article.prediction.pending").count() == 0
     page.screenshot(path=str(SCREENSHOTS / "prompt.png"), full_page=True)
 
@@ -124,6 +128,29 @@ def test_person_generates_and_manages_variations(live_stack, browser_page, tmp_p
     assert page.locator("li.card").count() == 0
 
     assert page.console_errors == []
+
+
+def record_elapsed_texts(page):
+    """Record in window.elapsedTexts the text of each running time that htmx swaps in.
+
+    Mutation observers run once the script that inserted the card yields, before the
+    browser paints, so each entry is the text that the browser would paint first.
+    """
+    page.evaluate(
+        """() => {
+          window.elapsedTexts = [];
+          new MutationObserver((mutations) => {
+            for (const mutation of mutations) {
+              for (const node of mutation.addedNodes) {
+                if (node.nodeType !== Node.ELEMENT_NODE) continue;
+                for (const time of node.querySelectorAll("time.elapsed")) {
+                  window.elapsedTexts.push(time.textContent);
+                }
+              }
+            }
+          }).observe(document.querySelector("main"), {childList: true, subtree: true});
+        }"""
+    )
 
 
 def _answer(dialog, messages, accept):

@@ -1,4 +1,5 @@
 import io
+from datetime import datetime
 import re
 
 import pytest
@@ -6,7 +7,7 @@ from PIL import Image
 
 from promptgen.extensions import db
 from promptgen.images import data_url
-from promptgen.models import Prediction, Prompt
+from promptgen.models import Prediction, Prompt, utcnow
 
 from .conftest import attach_image, add_prompt, create_prompt, csrf_token, edit_prompt, png_photo, queued_jobs
 
@@ -179,6 +180,67 @@ def test_edit_invalid_title_changes_nothing(client, app, logged_in, photo_bytes)
         assert db.session.scalar(db.select(Prompt.title)) == "kept"
 
 
+BLANK_PROMPT = (
+    "The prompt contains only spaces or invisible characters. Enter the words the variations should show."
+)
+
+
+def control_character(code, position):
+    return (
+        f"The prompt contains the control character U+{code:04X} at position {position}."
+        " Remove it and try again."
+    )
+
+
+INVALID_PROMPT_TEXTS = [
+    ("   ", BLANK_PROMPT),
+    ("\u200b", BLANK_PROMPT),
+    ("\u200c\u200d", BLANK_PROMPT),
+    (" \u2060 ", BLANK_PROMPT),
+    ("\ufeff\u200b\u3000", BLANK_PROMPT),
+    ("a cat\x00", control_character(0x00, 6)),
+    ("\x01a cat", control_character(0x01, 1)),
+    ("a\tcat", control_character(0x09, 2)),
+    ("a cat\n", control_character(0x0A, 6)),
+    ("a\x1bcat", control_character(0x1B, 2)),
+    ("a cat\x7f", control_character(0x7F, 6)),
+    ("\u200b\x00", control_character(0x00, 2)),
+]
+
+
+@pytest.mark.parametrize(("title", "message"), INVALID_PROMPT_TEXTS)
+def test_create_rejects_invisible_or_control_text(client, app, logged_in, photo_bytes, title, message):
+    response = create_prompt(client, photo_bytes, title=title)
+
+    assert response.status_code == 422
+    assert f'<p class="error">{message}</p>' in response.get_data(as_text=True)
+    assert count(app, Prompt) == 0
+    assert count(app, Prediction) == 0
+
+
+@pytest.mark.parametrize(("title", "message"), INVALID_PROMPT_TEXTS)
+def test_edit_rejects_invisible_or_control_text(client, app, logged_in, photo_bytes, title, message):
+    location = create_prompt(client, photo_bytes, title="kept").headers["Location"]
+    token = csrf_token(client, location + "/edit")
+
+    response = client.post(location + "/edit", data={"title": title, "csrf_token": token})
+
+    assert response.status_code == 422
+    assert f'<p class="error">{message}</p>' in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(db.select(Prompt.title)) == "kept"
+    assert count(app, Prediction) == 1
+
+
+def test_create_accepts_joiner_inside_text(client, app, logged_in, photo_bytes):
+    # A zero-width joiner between visible characters is part of an emoji sequence.
+    response = create_prompt(client, photo_bytes, title="a \U0001f469\u200d\U0001f680 portrait")
+
+    assert response.status_code == 302
+    with app.app_context():
+        assert db.session.scalar(db.select(Prompt.title)) == "a \U0001f469\u200d\U0001f680 portrait"
+
+
 def test_delete_removes_prompt_and_predictions(client, app, logged_in, photo_bytes):
     location = create_prompt(client, photo_bytes).headers["Location"]
     token = csrf_token(client, location)
@@ -201,6 +263,7 @@ def test_delete_removes_prompt_and_predictions(client, app, logged_in, photo_byt
         ("post", "/prompts/{prompt}/delete"),
         ("get", "/prompts/{prompt}/predictions/{prediction}/images/0"),
         ("post", "/prompts/{prompt}/predictions/{prediction}/delete"),
+        ("post", "/prompts/{prompt}/predictions/{prediction}/retry-download"),
         ("post", "/prompts/{prompt}/predictions"),
         ("get", "/prompts/{prompt}/predictions/{prediction}"),
     ],
@@ -431,6 +494,11 @@ def test_finished_card_shows_run_time(client, app, logged_in, photo_bytes):
     assert "2026-01-01 12:01 UTC · ran 1 min 5 s" in page
 
 
+PENDING_LIMIT_MESSAGE = (
+    "You have 2 variations in progress, the most allowed at once. Wait for one to finish, then try again."
+)
+
+
 def test_pending_limit_rejects_more_runs(client, app, logged_in, photo_bytes):
     app.config["MAX_PENDING_PREDICTIONS"] = 2
     location = create_prompt(client, photo_bytes).headers["Location"]
@@ -438,13 +506,34 @@ def test_pending_limit_rejects_more_runs(client, app, logged_in, photo_bytes):
     client.post(location + "/predictions", data={"csrf_token": token})
 
     again = client.post(location + "/predictions", data={"csrf_token": token})
+    page = client.get(location).get_data(as_text=True)
     another_prompt = create_prompt(client, photo_bytes)
 
-    assert again.status_code == 429
-    assert "You have 2 variations in progress, the most allowed at once." in again.get_data(as_text=True)
+    assert again.status_code == 303
+    assert again.headers["Location"] == location
+    assert f'<p class="flash flash-error" role="status">{PENDING_LIMIT_MESSAGE}</p>' in page
     assert another_prompt.status_code == 429
+    assert f'<p class="error" role="alert">{PENDING_LIMIT_MESSAGE}</p>' in another_prompt.get_data(as_text=True)
     assert count(app, Prediction) == 2
     assert count(app, Prompt) == 1
+
+
+def test_pending_limit_htmx_request_gets_429(client, app, logged_in, photo_bytes):
+    app.config["MAX_PENDING_PREDICTIONS"] = 1
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+
+    response = client.post(location + "/predictions", data={"csrf_token": token}, headers={"HX-Request": "true"})
+    page = client.get(location).get_data(as_text=True)
+
+    assert response.status_code == 429
+    assert response.headers["HX-Redirect"] == location
+    assert response.get_data(as_text=True) == ""
+    assert (
+        '<p class="flash flash-error" role="status">You have 1 variation in progress, the most allowed'
+        " at once. Wait for one to finish, then try again.</p>"
+    ) in page
+    assert count(app, Prediction) == 1
 
 
 def test_huge_ids_are_404(client, logged_in):
@@ -615,3 +704,121 @@ def test_download_named_after_text_used(client, app, logged_in, photo_bytes):
     assert response.headers["Content-Disposition"] == (
         f"attachment; filename=A_watercolor_portrait-{prediction_id}.png"
     )
+
+
+DOWNLOAD_FAILED = "The output download failed after 3 attempts (ReadTimeout: timed out)."
+
+
+def add_failed_download(app, owner_email="ada@example.com", stored_images=0, **changes):
+    """Insert a succeeded prediction with two outputs whose store job gave up; return its ids."""
+    _, prompt_id, prediction_id = add_prompt(app, owner_email=owner_email)
+    with app.app_context():
+        prediction = db.session.get(Prediction, prediction_id)
+        prediction.status = Prediction.SUCCEEDED
+        prediction.output_urls = [f"https://replicate.delivery/test/out-{index}.png" for index in range(2)]
+        prediction.download_attempts = 3
+        prediction.error = DOWNLOAD_FAILED
+        prediction.sent_at = utcnow()
+        for position in range(stored_images):
+            attach_image(prediction, png_photo(), mime="image/png", position=position)
+        for name, value in changes.items():
+            setattr(prediction, name, value)
+        db.session.commit()
+    return prompt_id, prediction_id
+
+
+def load_prediction(app, prediction_id):
+    with app.app_context():
+        prediction = db.session.get(Prediction, prediction_id)
+        db.session.expunge(prediction)
+        return prediction
+
+
+def test_retry_download_queues_store_job_once(client, app, logged_in):
+    prompt_id, prediction_id = add_failed_download(app)
+    retry_url = f"/prompts/{prompt_id}/predictions/{prediction_id}/retry-download"
+    token = csrf_token(client, "/prompts/new")
+
+    first = client.post(retry_url, data={"csrf_token": token})
+    page = client.get(f"/prompts/{prompt_id}").get_data(as_text=True)
+    second = client.post(retry_url, data={"csrf_token": token})
+
+    prediction = load_prediction(app, prediction_id)
+    assert first.status_code == 302
+    assert first.headers["Location"] == f"/prompts/{prompt_id}"
+    assert second.status_code == 409
+    assert f"The images of variation {prediction_id} are already being downloaded." in second.get_data(as_text=True)
+    assert prediction.error is None
+    assert prediction.download_attempts == 0
+    assert queued_jobs(app) == [("promptgen.jobs:store_output", f"[{prediction_id}]")]
+    assert f"Downloading the images of variation {prediction_id} again." in page
+    assert "Saving the image" in page
+    assert "Retry download" not in page
+
+
+def test_card_offers_retry_download(client, app, logged_in):
+    prompt_id, prediction_id = add_failed_download(app)
+
+    page = client.get(f"/prompts/{prompt_id}").get_data(as_text=True)
+
+    assert f'<p class="status error">Failed: {DOWNLOAD_FAILED}</p>' in page
+    assert f'action="/prompts/{prompt_id}/predictions/{prediction_id}/retry-download"' in page
+    assert "<button type=\"submit\">Retry download</button>" in page
+    assert "to try once more" not in page
+
+
+def test_retry_download_of_other_account_is_404(client, app, logged_in):
+    prompt_id, prediction_id = add_failed_download(app, owner_email="owner@example.com")
+    token = csrf_token(client, "/prompts/new")
+
+    response = client.post(
+        f"/prompts/{prompt_id}/predictions/{prediction_id}/retry-download", data={"csrf_token": token}
+    )
+
+    prediction = load_prediction(app, prediction_id)
+    assert response.status_code == 404
+    assert prediction.error == DOWNLOAD_FAILED
+    assert prediction.download_attempts == 3
+    assert queued_jobs(app) == []
+
+
+EXPIRED = (
+    "The output of variation {id} has expired on Replicate and can no longer be downloaded."
+    " Use “Generate again” for a new run."
+)
+
+
+@pytest.mark.parametrize(
+    ("stored_images", "changes", "message"),
+    [
+        (0, {"status": Prediction.FAILED, "output_urls": []}, "Variation {id} has no output to download."),
+        (0, {"output_urls": []}, "Variation {id} has no output to download."),
+        (2, {}, "Variation {id} already has all its images."),
+        (0, {"output_expired": True}, EXPIRED),
+        (1, {"sent_at": datetime(2026, 1, 1, 12, 0, 0)}, EXPIRED),
+        (0, {"error": None, "download_attempts": 1}, "The images of variation {id} are already being downloaded."),
+        (
+            0,
+            {"error": "The output could not be stored: the file is over the 1-byte limit", "download_attempts": 1},
+            "Variation {id} failed in a way that downloading again would not fix:"
+            " The output could not be stored: the file is over the 1-byte limit",
+        ),
+    ],
+)
+def test_retry_download_rejected_with_409(client, app, logged_in, stored_images, changes, message):
+    prompt_id, prediction_id = add_failed_download(app, stored_images=stored_images, **changes)
+    before = load_prediction(app, prediction_id)
+    card = client.get(f"/prompts/{prompt_id}/predictions/{prediction_id}").get_data(as_text=True)
+    token = csrf_token(client, "/prompts/new")
+
+    response = client.post(
+        f"/prompts/{prompt_id}/predictions/{prediction_id}/retry-download", data={"csrf_token": token}
+    )
+
+    after = load_prediction(app, prediction_id)
+    assert response.status_code == 409
+    assert f"<p>{message.format(id=prediction_id)}</p>" in response.get_data(as_text=True)
+    assert after.error == before.error
+    assert after.download_attempts == before.download_attempts
+    assert queued_jobs(app) == []
+    assert "Retry download" not in card

@@ -457,6 +457,85 @@ def test_slow_output_fails_after_attempts(make_stack):
     assert stack.stats()["file_requests"] == 2
 
 
+def fail_downloads(make_stack, num_outputs):
+    """Run a prediction whose downloads time out until the store job gives up; return its row."""
+    stack = make_stack(output_delay=2.0)
+    stack.app.config.update(OUTPUT_TIMEOUT=0.3, DOWNLOAD_MAX_ATTEMPTS=2)
+    prediction_id = add_prompt(stack.app)[2]
+    with stack.app.app_context():
+        db.session.get(Prediction, prediction_id).settings = {"num_outputs": num_outputs}
+        db.session.commit()
+    stack.start(prediction_id)
+    stack.work_until(lambda: stack.is_final(prediction_id), message="given-up download")
+    return stack, stack.load(prediction_id)
+
+
+def retry_download_form(page):
+    return re.search(r'action="(/prompts/\d+/predictions/\d+/retry-download)"', page).group(1)
+
+
+def test_retry_download_without_new_run(make_stack):
+    stack, failed = fail_downloads(make_stack, num_outputs=2)
+    prompt_id, prediction_id = failed.prompt_id, failed.id
+    card_url = f"/prompts/{prompt_id}/predictions/{prediction_id}"
+    browser = stack.browser()
+    failed_card = browser.get(card_url).text
+    token = csrf_token(browser, f"/prompts/{prompt_id}")
+    store_jobs_before = len(store_jobs(stack.app, prediction_id))
+    file_requests_before = stack.stats()["file_requests"]
+
+    stack.set_faults(output_delay=0.0)
+    first = browser.post(retry_download_form(failed_card), data={"csrf_token": token})
+    second = browser.post(retry_download_form(failed_card), data={"csrf_token": token})
+    stack.work_until(lambda: stack.is_final(prediction_id), message="stored images")
+
+    prediction = stack.load(prediction_id)
+    final_card = browser.get(card_url).text
+    assert failed.error == "The output download failed after 2 attempts (ReadTimeout: timed out)."
+    assert "Retry download" in failed_card
+    assert first.status_code == 302
+    assert first.headers["location"] == f"/prompts/{prompt_id}"
+    assert second.status_code == 409
+    assert f"The images of variation {prediction_id} are already being downloaded." in second.text
+    assert store_jobs_before == 2
+    assert len(store_jobs(stack.app, prediction_id)) == 3
+    assert file_requests_before == 2
+    assert stack.stats()["file_requests"] == 4
+    assert stack.stats()["creates"] == 1
+    assert prediction.status == "succeeded"
+    assert prediction.error is None
+    assert prediction.download_attempts == 1
+    assert [image.position for image in prediction.images] == [0, 1]
+    assert [Image.open(io.BytesIO(image.data)).size for image in prediction.images] == [(512, 512), (512, 512)]
+    assert "Retry download" not in final_card
+    assert final_card.count(">Download</a>") == 2
+
+
+def test_retry_download_finds_output_expired(make_stack):
+    stack, failed = fail_downloads(make_stack, num_outputs=1)
+    prompt_id, prediction_id = failed.prompt_id, failed.id
+    card_url = f"/prompts/{prompt_id}/predictions/{prediction_id}"
+    browser = stack.browser()
+    failed_card = browser.get(card_url).text
+    token = csrf_token(browser, f"/prompts/{prompt_id}")
+
+    stack.set_faults(output_delay=0.0)
+    stack.remove_output_files(failed.replicate_id)
+    response = browser.post(retry_download_form(failed_card), data={"csrf_token": token})
+    stack.work_until(lambda: stack.is_final(prediction_id), message="expired output")
+
+    prediction = stack.load(prediction_id)
+    final_card = browser.get(card_url).text
+    assert response.status_code == 302
+    assert prediction.status == "succeeded"
+    assert prediction.output_expired is True
+    assert prediction.error == "The output expired before it could be stored."
+    assert prediction.images == []
+    assert stack.stats()["creates"] == 1
+    assert "Output expired." in final_card
+    assert "Retry download" not in final_card
+
+
 def test_output_over_pixel_limit_rejected(stack):
     stack.app.config["OUTPUT_MAX_PIXELS"] = 512 * 511
     prediction_id = generate(stack)

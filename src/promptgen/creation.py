@@ -203,7 +203,9 @@ def _record_created(prediction_id, remote):
     logger.info("prediction %s: created %s (%s)", prediction_id, remote["id"], prediction.status)
 
     if store:
-        enqueue_call("promptgen.jobs:store_output", (prediction_id,), queue=PREDICTION_QUEUE)
+        from .outputs import enqueue_store  # outputs imports this module
+
+        enqueue_store(prediction_id)
     if not webhooks_enabled() and prediction.is_pending:
         enqueue_call(
             "promptgen.jobs:poll_prediction",

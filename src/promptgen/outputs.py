@@ -1,7 +1,6 @@
 """Storing a succeeded prediction's output image in its row, once."""
 
 import logging
-from datetime import timedelta
 
 import httpx
 from flask import current_app
@@ -10,12 +9,37 @@ from .creation import PREDICTION_QUEUE, retry_delay
 from .downloads import DownloadRejected, OutputExpired, download_output
 from .extensions import db
 from .images import PREVIEW_SIDE, make_thumbnail
-from .models import Prediction, PredictionImage, utcnow
-from .predictions import fail_prediction, mark_output_expired, needs_download
+from .models import Prediction, PredictionImage
+from .predictions import fail_prediction, mark_output_expired, needs_download, output_outlived
 from .queue import enqueue_call
 from .write_lock import database_write_lock
 
 logger = logging.getLogger(__name__)
+
+
+def enqueue_store(prediction_id, delay=None):
+    """Queue the store job of a prediction, after delay seconds if given; return the job id."""
+    return enqueue_call("promptgen.jobs:store_output", (prediction_id,), queue=PREDICTION_QUEUE, delay=delay)
+
+
+def retry_download(prediction):
+    """Clear a given-up download's error and attempt count, commit, and queue the store job.
+
+    The caller checks download_retry_error first, inside the same write transaction, so
+    a second request reads the cleared error and queues nothing.
+    """
+    prediction.download_attempts = 0
+    prediction.error = None
+    db.session.commit()
+
+    try:
+        job_id = enqueue_store(prediction.id)
+    except Exception:  # the queue file may be missing, full or locked
+        # reconcile_predictions queues the store job after RECONCILE_AFTER seconds,
+        # because the row has succeeded without an error and still lacks images.
+        logger.exception("prediction %s: download retry could not be queued", prediction.id)
+        return
+    logger.info("prediction %s: download retry queued as job %s", prediction.id, job_id)
 
 
 def store(prediction_id):
@@ -32,8 +56,7 @@ def store(prediction_id):
         db.session.rollback()
         return
 
-    created = prediction.sent_at or prediction.created_at
-    if utcnow() - created > timedelta(seconds=config["OUTPUT_LIFETIME"]):
+    if output_outlived(prediction, config["OUTPUT_LIFETIME"]):
         mark_output_expired(prediction)
         db.session.commit()
         logger.warning("prediction %s: output expired before it was stored", prediction_id)
@@ -99,7 +122,7 @@ def _retry_or_fail(prediction_id, attempt, error):
         return
 
     delay = retry_delay(attempt)
-    enqueue_call("promptgen.jobs:store_output", (prediction_id,), queue=PREDICTION_QUEUE, delay=delay)
+    enqueue_store(prediction_id, delay=delay)
     logger.warning(
         "prediction %s: download attempt %d failed (%s), retrying in %.1f s",
         prediction_id, attempt, reason, delay,

@@ -1,10 +1,10 @@
 """Starting predictions and applying what Replicate reports about them."""
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from .extensions import db
-from .models import Prediction
+from .models import Prediction, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,41 @@ def mark_output_expired(prediction):
     """Record that Replicate removed the output before it was stored. The caller commits."""
     prediction.output_expired = True
     prediction.error = "The output expired before it could be stored."
+
+
+def output_outlived(prediction, lifetime):
+    """Return True when more than lifetime seconds have passed since the run was sent."""
+    sent = prediction.sent_at or prediction.created_at
+    return utcnow() - sent > timedelta(seconds=lifetime)
+
+
+def download_retry_error(prediction, config):
+    """Return why the store job may not download the row's missing outputs again, or None.
+
+    A retry is allowed only after the store job gave up on network failures or timeouts
+    (DOWNLOAD_MAX_ATTEMPTS attempts and an error) on a succeeded row whose output Replicate
+    still keeps (younger than OUTPUT_LIFETIME seconds and never found removed).
+    """
+    number = prediction.id
+    if prediction.status != Prediction.SUCCEEDED or not prediction.output_urls:
+        return f"Variation {number} has no output to download."
+    if prediction.has_all_images:
+        return f"Variation {number} already has all its images."
+    if prediction.output_expired or output_outlived(prediction, config["OUTPUT_LIFETIME"]):
+        return (
+            f"The output of variation {number} has expired on Replicate and can no longer be"
+            " downloaded. Use “Generate again” for a new run."
+        )
+    if prediction.error is None:
+        return f"The images of variation {number} are already being downloaded."
+    # NOTE: a file rejected on the last attempt (too large, say) also reaches this count,
+    # and a retry then rejects it again, at no cost on Replicate.
+    if prediction.download_attempts < config["DOWNLOAD_MAX_ATTEMPTS"]:
+        return (
+            f"Variation {number} failed in a way that downloading again would not fix:"
+            f" {prediction.error}"
+        )
+    return None
 
 
 def fail_prediction(prediction_id, message):

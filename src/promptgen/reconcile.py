@@ -10,6 +10,7 @@ from replicate.exceptions import ReplicateError
 from .creation import PREDICTION_QUEUE
 from .extensions import db
 from .models import Prediction, utcnow
+from .outputs import enqueue_store
 from .predictions import apply_remote_state, fail_prediction, needs_download
 from .queue import enqueue_call
 from .replicate_api import get_client
@@ -70,7 +71,7 @@ def refresh(prediction_id):
             prediction_id, replicate_id, old_status, prediction.status,
         )
     if store:
-        enqueue_call("promptgen.jobs:store_output", (prediction_id,), queue=PREDICTION_QUEUE)
+        enqueue_store(prediction_id)
     return pending
 
 

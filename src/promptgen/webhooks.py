@@ -10,11 +10,10 @@ from replicate.exceptions import ReplicateError
 from replicate.webhook import Webhooks
 from sqlalchemy.exc import IntegrityError
 
-from .creation import PREDICTION_QUEUE
 from .extensions import begin_immediate, csrf, db
 from .models import Prediction, WebhookDelivery
+from .outputs import enqueue_store
 from .predictions import apply_remote_state
-from .queue import enqueue_call
 from .replicate_api import webhook_secret
 from .tokens import InvalidToken, load_prediction_id
 from .write_lock import database_write_lock
@@ -108,7 +107,7 @@ def _record(webhook_id, prediction_id, payload):
             db.session.rollback()
 
     if store:
-        enqueue_call("promptgen.jobs:store_output", (prediction_id,), queue=PREDICTION_QUEUE)
+        enqueue_store(prediction_id)
     return response
 
 

@@ -1,7 +1,9 @@
+import unicodedata
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, StopValidation
 
 from .. import settings
 from .fields import FiniteDecimalField, WholeNumberField
@@ -12,13 +14,38 @@ MAX_TITLE_LENGTH = 500
 #: Maximum length of the description, in characters.
 MAX_DESCRIPTION_LENGTH = 5000
 
+#: Format characters that render as nothing and that str.strip() keeps: zero-width space,
+#: zero-width non-joiner, zero-width joiner, word joiner and byte order mark.
+INVISIBLE_CHARACTERS = "\u200b\u200c\u200d\u2060\ufeff"
+
+
+def check_prompt_text(form, field):
+    """Reject a prompt with a control character, or with nothing left once whitespace and
+    invisible characters are removed. Empty input is left to DataRequired."""
+    text = field.data or ""
+    if not text:
+        return
+    for position, character in enumerate(text, start=1):
+        # Category Cc is the C0 controls (NUL to U+001F, tab and newline included), DEL and C1.
+        if unicodedata.category(character) == "Cc":
+            raise StopValidation(
+                f"The prompt contains the control character U+{ord(character):04X} at"
+                f" position {position}. Remove it and try again."
+            )
+    visible = text.translate({ord(character): None for character in INVISIBLE_CHARACTERS})
+    if not visible.strip():
+        raise StopValidation(
+            "The prompt contains only spaces or invisible characters."
+            " Enter the words the variations should show."
+        )
+
 
 class PromptForm(FlaskForm):
     """The prompt text and an optional photo, as used by the edit page."""
 
     title = StringField(
         "Prompt",
-        validators=[DataRequired(), Length(max=MAX_TITLE_LENGTH)],
+        validators=[check_prompt_text, DataRequired(), Length(max=MAX_TITLE_LENGTH)],
         description="What the variations should show, for example 'a watercolor portrait'.",
     )
     description = TextAreaField(

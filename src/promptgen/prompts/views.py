@@ -22,7 +22,8 @@ from ..filters import card_state
 from ..images import InvalidImage, make_thumbnail, normalize_upload
 from ..models import Prediction, Prompt
 from ..creation import PREDICTION_QUEUE
-from ..predictions import cancel_locally, start_prediction
+from ..outputs import retry_download
+from ..predictions import cancel_locally, download_retry_error, start_prediction
 from ..queue import enqueue_call
 from ..responses import form_status
 from . import bp
@@ -96,7 +97,9 @@ def create():
     valid, photo = _validate_with_photo(form)
     if not valid:
         return render_template("prompts/new.html", form=form), form_status(form)
-    if _pending_limit_reached(form):
+    limit_message = _pending_limit_message()
+    if limit_message is not None:
+        form.form_errors.append(limit_message)
         return render_template("prompts/new.html", form=form), 429
 
     prompt = Prompt(
@@ -170,8 +173,9 @@ def generate(prompt_id):
     form = SettingsForm()
     if not form.validate_on_submit():
         return render_template("prompts/show.html", prompt=prompt, form=form), 422
-    if _pending_limit_reached(form):
-        return render_template("prompts/show.html", prompt=prompt, form=form), 429
+    limit_message = _pending_limit_message()
+    if limit_message is not None:
+        return _reject_over_pending_limit(prompt, limit_message)
 
     start_prediction(prompt, form.to_settings())
     flash("A new variation is on its way.", "success")
@@ -193,6 +197,37 @@ def cancel(prompt_id, prediction_id):
     logger.info("prediction %s (%s) canceled by account %s", prediction_id, replicate_id, current_user.id)
     flash("Variation canceled.", "success")
     return redirect(url_for("prompts.show", prompt_id=prompt_id))
+
+
+@bp.post("/<int:prompt_id>/predictions/<int:prediction_id>/retry-download")
+def retry_prediction_download(prompt_id, prediction_id):
+    """Queue the store job again for a succeeded prediction whose download failed, so its
+    images are stored without a new run on Replicate."""
+    prediction = get_own_prediction(prompt_id, prediction_id)
+    # A POST holds SQLite's write lock from its first query (BEGIN IMMEDIATE), so of two
+    # requests at once the second reads the cleared error and is rejected here.
+    error_message = download_retry_error(prediction, current_app.config)
+    if error_message is not None:
+        logger.info("download retry of prediction %s rejected: %s", prediction_id, error_message)
+        page = render_template(
+            "error.html",
+            title="Download not retried",
+            message=error_message,
+            status=409,
+            back_url=url_for("prompts.show", prompt_id=prompt_id),
+            back_label="Back to the prompt",
+        )
+        return page, 409
+
+    retry_download(prediction)
+    flash(f"Downloading the images of variation {prediction_id} again.", "success")
+    return redirect(url_for("prompts.show", prompt_id=prompt_id))
+
+
+@bp.app_template_global()
+def can_retry_download(prediction):
+    """Return True when the card may offer to download the prediction's images again."""
+    return download_retry_error(prediction, current_app.config) is None
 
 
 def _cancel_upstream(replicate_ids):
@@ -261,8 +296,8 @@ def download_stem(title):
     return "_".join(words)[:MAX_FILENAME_STEM].strip("_") or "prediction"
 
 
-def _pending_limit_reached(form):
-    """Add an error to form and return True when the account has too many runs in progress."""
+def _pending_limit_message():
+    """Return the message that rejects a new run when the account has too many in progress, or None."""
     limit = current_app.config["MAX_PENDING_PREDICTIONS"]
     pending = db.session.scalar(
         db.select(func.count(Prediction.id))
@@ -270,14 +305,27 @@ def _pending_limit_reached(form):
         .where(Prompt.user_id == current_user.id, Prediction.status.not_in(Prediction.TERMINAL))
     )
     if pending < limit:
-        return False
+        return None
 
     logger.info("account %s has %d predictions pending; new one rejected", current_user.id, pending)
-    form.form_errors.append(
-        f"You have {pending} variations in progress, the most allowed at once. "
+    variations = "variation" if pending == 1 else "variations"
+    return (
+        f"You have {pending} {variations} in progress, the most allowed at once. "
         "Wait for one to finish, then try again."
     )
-    return True
+
+
+def _reject_over_pending_limit(prompt, message):
+    """Send the browser back to the prompt page with message, so a reload does not post again.
+
+    A form post gets 303 See Other. An htmx request gets 429 with HX-Redirect, which htmx
+    4.0.1 follows with a full page load, so scripts still see the 429.
+    """
+    flash(message, "error")
+    prompt_url = url_for("prompts.show", prompt_id=prompt.id)
+    if request.headers.get("HX-Request"):
+        return "", 429, {"HX-Redirect": prompt_url}
+    return redirect(prompt_url, 303)
 
 
 def _validate_with_photo(form):
