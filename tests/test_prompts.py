@@ -192,7 +192,23 @@ def control_character(code, position):
     )
 
 
+def rejected_character(code, position, label="prompt"):
+    return (
+        f"The {label} contains the character U+{code:04X} at position {position}."
+        " Remove it and try again."
+    )
+
+
 INVALID_PROMPT_TEXTS = [
+    ("\u200e\u200f", BLANK_PROMPT),
+    ("\u00ad\u00ad", BLANK_PROMPT),
+    ("\u180e", BLANK_PROMPT),
+    ("\U000e0001\U000e0041", BLANK_PROMPT),
+    ("\u115f\u3164", BLANK_PROMPT),
+    ("\u0301\u0301", BLANK_PROMPT),
+    ("a\u2028b", rejected_character(0x2028, 2)),
+    ("\u202e evil", rejected_character(0x202E, 1)),
+    ("a\ufffdb", rejected_character(0xFFFD, 2)),
     ("   ", BLANK_PROMPT),
     ("\u200b", BLANK_PROMPT),
     ("\u200c\u200d", BLANK_PROMPT),
@@ -822,3 +838,20 @@ def test_retry_download_rejected_with_409(client, app, logged_in, stored_images,
     assert after.download_attempts == before.download_attempts
     assert queued_jobs(app) == []
     assert "Retry download" not in card
+
+
+def test_generate_rejects_control_character_in_negative_prompt(client, app, logged_in, photo_bytes):
+    location = create_prompt(client, photo_bytes).headers["Location"]
+    token = csrf_token(client, location)
+
+    response = client.post(
+        location + "/predictions", data={"negative_prompt": "a\x00b", "csrf_token": token}
+    )
+
+    assert response.status_code == 422
+    message = (
+        "The negative prompt contains the control character U+0000 at position 2."
+        " Remove it and try again."
+    )
+    assert message in response.get_data(as_text=True)
+    assert count(app, Prediction) == 1

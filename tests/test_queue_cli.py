@@ -254,3 +254,10 @@ def test_malformed_id_not_found(run, job_id):
     assert cancel.output == f"Error: job {job_id} not found\n"
     assert retry.exit_code == 1
     assert retry.output == f"Error: job {job_id} not found\n"
+
+
+def test_enqueue_rejects_empty_queue_name(run):
+    result = run("queue", "enqueue", "--queue", "")
+
+    assert result.exit_code == 2
+    assert "Invalid value for --queue: queue must be a non-empty string, got ''" in result.output

@@ -188,3 +188,9 @@ def test_card_shows_settings_and_reported_seed(client, app, logged_in, photo_byt
     page = client.get(location).get_data(as_text=True)
 
     assert "strength 0.8 · 25 steps · guidance 7.5 · DPMSolverMultistep · seed 48213" in page
+
+
+def test_describe_one_step_singular():
+    text = settings.describe({"num_inference_steps": 1})
+
+    assert text == "strength 0.8 · 1 step · guidance 7.5 · DPMSolverMultistep"

@@ -43,7 +43,10 @@ def generate(prediction_id):
     if prediction is None:
         logger.info("prediction %s: deleted before it was sent", prediction_id)
         return
-    if prediction.replicate_id is not None or prediction.status != Prediction.QUEUED:
+    if prediction.replicate_id is None and prediction.status != Prediction.QUEUED:
+        logger.info("prediction %s: %s before it was sent", prediction_id, prediction.status)
+        return
+    if prediction.replicate_id is not None:
         logger.info("prediction %s: already sent as %s", prediction_id, prediction.replicate_id)
         return
 

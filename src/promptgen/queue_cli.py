@@ -131,7 +131,10 @@ def purge_command(statuses, queue_name, yes):
               help="Seconds before the job may start.")
 def enqueue_command(queue_name, delay):
     """Add a job that does nothing, to check that workers take jobs from a queue."""
-    job_id = get_queue().enqueue(queue_admin.noop, queue=queue_name, delay=delay)
+    try:
+        job_id = get_queue().enqueue(queue_admin.noop, queue=queue_name, delay=delay)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--queue") from None
     consequence = "only a worker started with --queues naming it takes this job"
     warning = unlisted_warning(current_app.config, [queue_name], consequence)
     if warning:

@@ -56,7 +56,7 @@ def describe(settings):
     values = complete(settings)
     parts = [
         f"strength {values['prompt_strength']:g}",
-        f"{values['num_inference_steps']} steps",
+        f"{values['num_inference_steps']} step{'' if values['num_inference_steps'] == 1 else 's'}",
         f"guidance {values['guidance_scale']:g}",
         values["scheduler"],
     ]

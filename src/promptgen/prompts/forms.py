@@ -14,30 +14,67 @@ MAX_TITLE_LENGTH = 500
 #: Maximum length of the description, in characters.
 MAX_DESCRIPTION_LENGTH = 5000
 
-#: Format characters that render as nothing and that str.strip() keeps: zero-width space,
-#: zero-width non-joiner, zero-width joiner, word joiner and byte order mark.
-INVISIBLE_CHARACTERS = "\u200b\u200c\u200d\u2060\ufeff"
+#: Characters a prompt cannot contain besides control characters: line and paragraph
+#: separators, bidirectional embeddings, overrides and isolates, which change how the
+#: text around them is shown, and U+FFFD, which stands for bytes that were not UTF-8.
+REJECTED_CHARACTERS = frozenset(
+    "\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufffd"
+)
+
+#: Unicode categories whose characters show nothing on their own: controls, format
+#: characters (zero-width space, soft hyphen, tags), surrogates, spaces, separators and
+#: combining marks.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
+
+#: Letters that render as blank space: the Hangul fillers.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
+def character_problem(text, label):
+    """Return a message about the first character that text may not contain, or None."""
+    for position, character in enumerate(text, start=1):
+        category = unicodedata.category(character)
+        if category in ("Cc", "Cs") or character in REJECTED_CHARACTERS:
+            kind = "control character" if category == "Cc" else "character"
+            return (
+                f"The {label} contains the {kind} U+{ord(character):04X} at position"
+                f" {position}. Remove it and try again."
+            )
+    return None
+
+
+def has_visible_character(text):
+    """Return True if some character of text shows on its own."""
+    return any(
+        unicodedata.category(character) not in INVISIBLE_CATEGORIES
+        and character not in BLANK_LETTERS
+        for character in text
+    )
 
 
 def check_prompt_text(form, field):
-    """Reject a prompt with a control character, or with nothing left once whitespace and
-    invisible characters are removed. Empty input is left to DataRequired."""
+    """Reject a prompt with a character it may not contain, or with no visible character.
+
+    Empty input is left to DataRequired.
+    """
     text = field.data or ""
     if not text:
         return
-    for position, character in enumerate(text, start=1):
-        # Category Cc is the C0 controls (NUL to U+001F, tab and newline included), DEL and C1.
-        if unicodedata.category(character) == "Cc":
-            raise StopValidation(
-                f"The prompt contains the control character U+{ord(character):04X} at"
-                f" position {position}. Remove it and try again."
-            )
-    visible = text.translate({ord(character): None for character in INVISIBLE_CHARACTERS})
-    if not visible.strip():
+    problem = character_problem(text, "prompt")
+    if problem is not None:
+        raise StopValidation(problem)
+    if not has_visible_character(text):
         raise StopValidation(
             "The prompt contains only spaces or invisible characters."
             " Enter the words the variations should show."
         )
+
+
+def check_negative_prompt(form, field):
+    """Reject a negative prompt with a character that a prompt may not contain."""
+    problem = character_problem(field.data or "", "negative prompt")
+    if problem is not None:
+        raise StopValidation(problem)
 
 
 class PromptForm(FlaskForm):
@@ -98,7 +135,7 @@ class SettingsForm(FlaskForm):
     )
     negative_prompt = StringField(
         "Negative prompt",
-        validators=[Length(max=settings.MAX_NEGATIVE_PROMPT_LENGTH)],
+        validators=[check_negative_prompt, Length(max=settings.MAX_NEGATIVE_PROMPT_LENGTH)],
         description="What the image should not show.",
     )
 
