@@ -855,3 +855,19 @@ def test_generate_rejects_control_character_in_negative_prompt(client, app, logg
     )
     assert message in response.get_data(as_text=True)
     assert count(app, Prediction) == 1
+
+
+def test_saving_card_shows_run_time_not_timer(client, app, logged_in):
+    _, prompt_id, prediction_id = add_prompt(app, owner_email="ada@example.com", status="succeeded")
+    with app.app_context():
+        prediction = db.session.get(Prediction, prediction_id)
+        prediction.started_at = datetime(2026, 12, 4, 10, 0, 0)
+        prediction.completed_at = datetime(2026, 12, 4, 10, 0, 4, 500000)
+        prediction.output_urls = ["https://replicate.delivery/out-0.png"]
+        db.session.commit()
+
+    page = client.get(f"/prompts/{prompt_id}").get_data(as_text=True)
+
+    assert "Saving the image" in page
+    assert '<p class="muted">Ran 4.5 s</p>' in page
+    assert "Running for" not in page
