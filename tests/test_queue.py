@@ -159,7 +159,7 @@ def test_malformed_job_id_finds_nothing(queue, job_id):
     assert queue.requeue(job_id) is False
 
 
-def test_old_id_does_not_name_job_that_reuses_its_row(queue):
+def test_stale_id_after_row_reuse(queue):
     old_id = queue.enqueue(jobs_for_tests.add, 1, 2)
     queue.cancel(old_id)
     queue_admin.purge(queue)

@@ -286,7 +286,7 @@ class Job:
          enqueued_at, timeout, key, error, error_type, error_message) = row  # fmt: skip
         job = object.__new__(cls)
         job.__dict__.update(
-            id=f"{seq}-{token}",
+            id=format_job_id(seq, token),
             queue=queue,
             func=func,
             args=_decode_json(args),
@@ -456,7 +456,7 @@ class Queue:
             # A single statement outside a transaction is its own write transaction,
             # which saves the round trips of BEGIN and COMMIT.
             seq = self._connection().execute(INSERT_JOB_SQL, values).lastrowid
-            return f"{seq}-{token}"
+            return format_job_id(seq, token)
 
         with self._transaction() as connection:
             existing = _active_job_with_key(connection, key)
@@ -464,7 +464,7 @@ class Queue:
                 logger.debug("job %s with key %r is already waiting or running", existing, key)
                 return existing
             seq = connection.execute(INSERT_JOB_SQL, values).lastrowid
-        return f"{seq}-{token}"
+        return format_job_id(seq, token)
 
     def fetch_job(self, job_id):
         """Return the job with this id, or None if there is none."""
@@ -718,9 +718,9 @@ class Queue:
     def _sweep_expired_leases(self, connection, now):
         """Fail or queue again the started jobs whose lease has expired, and plan the next sweep.
 
-        Finding them reads the index entry of every waiting and started job, so with a
-        long backlog the next sweep comes SWEEP_COST_FACTOR times as long as this one took
-        later, or when the earliest lease it saw expires, whichever is first.
+        Finding them reads the index entry of every waiting and started job, so a sweep
+        takes longer as the backlog grows. The next sweep therefore waits SWEEP_COST_FACTOR
+        times as long as this one took, unless the earliest lease it saw expires sooner.
         """
         started = time.perf_counter()
         earliest, any_expired = connection.execute(LEASES_SQL, (now,)).fetchone()
@@ -813,6 +813,11 @@ def queue_path_from_config(config):
 def new_token():
     """Return the random part of a new job id: 12 hex digits."""
     return os.urandom(6).hex()
+
+
+def format_job_id(seq, token):
+    """Return the id of the job in row seq with this token, as ID_COLUMN writes it in SQL."""
+    return f"{seq}-{token}"
 
 
 def parse_job_id(job_id):

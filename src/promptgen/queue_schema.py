@@ -184,12 +184,11 @@ def _migrate_version_2(connection):
     Each job's old id becomes its token, so its new id is "<seq>-<old id>".
     """
     columns = [row[1] for row in connection.execute("PRAGMA table_info(jobs)")]
-    kept = [name for name in columns if name != "id"]
+    copied = ", ".join(name for name in columns if name != "id")
     connection.execute("ALTER TABLE jobs RENAME TO jobs_version_2")
     connection.execute(JOBS_TABLE)
     connection.execute(
-        f"INSERT INTO jobs (token, {', '.join(kept)})"
-        f" SELECT id, {', '.join(kept)} FROM jobs_version_2"
+        f"INSERT INTO jobs (token, {copied}) SELECT id, {copied} FROM jobs_version_2"
     )
     connection.execute("DROP TABLE jobs_version_2")
 
