@@ -655,3 +655,86 @@ def test_version_2_file_migrated(queue_path):
     assert (abandoned.status, abandoned.error_type) == ("failed", "WorkerDied")
     assert version == SCHEMA_VERSION
     assert indexes == {"jobs_active", "jobs_unique_key"}
+
+
+VERSION_3_SCHEMA = """
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY,
+        token TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        func TEXT NOT NULL,
+        args TEXT NOT NULL,
+        kwargs TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('queued', 'scheduled', 'started', 'finished', 'failed', 'canceled')),
+        priority INTEGER NOT NULL,
+        run_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
+        lease_until REAL,
+        worker_id TEXT,
+        result TEXT,
+        error TEXT,
+        enqueued_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        timeout REAL,
+        unique_key TEXT,
+        error_type TEXT,
+        error_message TEXT
+    );
+    CREATE INDEX jobs_active ON jobs (queue, priority DESC, run_at, seq, status, lease_until)
+    WHERE status IN ('queued', 'scheduled', 'started');
+    CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('queued', 'scheduled', 'started');
+    CREATE TABLE locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
+    CREATE TABLE periodic_jobs (name TEXT PRIMARY KEY, next_run_at REAL NOT NULL);
+    PRAGMA user_version = 3;
+"""
+
+
+def test_version_3_file_migrated(queue_path):
+    connection = sqlite3.connect(queue_path)
+    connection.executescript(VERSION_3_SCHEMA)
+    rows = [
+        ("5f0c9a1e7b3d", "queued", 0, None, "nightly"),
+        ("a1b2c3d4e5f6", "finished", 1, "7", None),
+    ]
+    for token, status, attempts, result, key in rows:
+        connection.execute(
+            "INSERT INTO jobs (token, queue, func, args, kwargs, status, priority, run_at,"
+            " attempts, max_attempts, result, enqueued_at, unique_key) VALUES (?, 'default',"
+            " 'tests.jobs_for_tests:add', '[3, 4]', '{}', ?, 0, ?, ?, 3, ?, 1.0, ?)",
+            (token, status, START, attempts, result, key),
+        )
+    connection.commit()
+    connection.close()
+
+    queue = Queue(queue_path)
+    try:
+        duplicate = queue.enqueue_call(jobs_for_tests.add, (3, 4), key="nightly", now=START)
+        finished = queue.fetch_job("2-a1b2c3d4e5f6")
+        claimed = queue.claim("worker-a", now=START, queues=["default"])
+        version = queue.read("PRAGMA user_version")[0][0]
+        indexes = {row[1] for row in queue.read("PRAGMA index_list(jobs)")}
+        tables = {row[0] for row in queue.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        queue.close()
+
+    assert duplicate == "1-5f0c9a1e7b3d"
+    assert (finished.status, finished.result) == ("finished", 7)
+    assert (claimed.id, claimed.args) == ("1-5f0c9a1e7b3d", [3, 4])
+    assert version == SCHEMA_VERSION
+    assert indexes == {"jobs_active", "jobs_unique_key"}
+    assert tables == {"jobs", "locks", "periodic_jobs"}
+
+
+def test_unknown_status_is_refused_by_the_file(queue):
+    job_id = queue.enqueue(jobs_for_tests.add, 1, 2)
+    seq = int(job_id.split("-")[0])
+
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        with queue.transaction() as connection:
+            connection.execute("UPDATE jobs SET status = 'paused' WHERE seq = ?", (seq,))
+
+    assert queue.fetch_job(job_id).status == "queued"

@@ -940,8 +940,7 @@ def _queue_names(queues):
 
 def _active_job_with_key(connection, key):
     row = connection.execute(
-        f"SELECT {ID_COLUMN} FROM jobs WHERE unique_key = ?"
-        " AND status IN ('queued', 'scheduled', 'started')",
+        f"SELECT {ID_COLUMN} FROM jobs WHERE unique_key = ? AND {ACTIVE_FILTER}",
         (key,),
     ).fetchone()
     return None if row is None else row[0]

