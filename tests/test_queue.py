@@ -557,6 +557,30 @@ def test_lease_sweep_reads_active_index_only(queue):
     assert [row["detail"] for row in plan] == ["SCAN jobs USING COVERING INDEX jobs_active"]
 
 
+@pytest.mark.parametrize(
+    ("name", "params", "temporary_tables"),
+    [
+        (
+            "INSERT_JOB_SQL",
+            ("tok", "default", "tests.jobs_for_tests:add", "[]", "{}", "queued", 0, START, 3,
+             START, None, None),
+            0,
+        ),
+        # The one temporary table of a claim keeps the rows that RETURNING sends back.
+        ("CLAIM_FROM_QUEUE_SQL", ("worker-a", START, LEASE, "default"), 1),
+        ("FINISH_SQL", (1, "tok", "worker-a", 1, None, START), 0),
+    ],
+)
+def test_per_job_statement_temporary_tables(queue, name, params, temporary_tables):
+    # An IN list of three or more constants, in the statement or in a CHECK constraint or
+    # partial index it evaluates, makes SQLite fill a temporary b-tree every time it runs.
+    # With such lists these statements opened 3, 6 and 5 temporary tables.
+    sql = f"EXPLAIN {getattr(queue_module, name)}"
+    opcodes = [row["opcode"] for row in queue._connection().execute(sql, params)]
+
+    assert opcodes.count("OpenEphemeral") == temporary_tables
+
+
 def test_busy_timeout_is_set(queue):
     timeout_ms = queue._connection().execute("PRAGMA busy_timeout").fetchone()[0]
 
