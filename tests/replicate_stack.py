@@ -59,8 +59,8 @@ class Stack:
 
     def stop(self):
         self.api.close()
-        self.web.stop()
         self.simulator.stop()
+        self.web.stop()
 
     # The simulator
 

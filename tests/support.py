@@ -115,6 +115,7 @@ class ServerThread:
     """A werkzeug server for a WSGI app on a free 127.0.0.1 port, run in a thread."""
 
     def __init__(self, app):
+        self.app = app
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         # A short poll interval lets stop() return quickly.
@@ -127,3 +128,8 @@ class ServerThread:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
+
+        # A simulator's webhook deliveries and retries would otherwise go on after the test.
+        simulator = getattr(self.app, "extensions", {}).get("replicate_simulator")
+        if simulator is not None:
+            simulator.close()

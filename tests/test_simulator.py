@@ -23,7 +23,9 @@ from promptgen.simulator.catalog import VERSION_ID
 from promptgen.simulator.generate import generate_image
 from promptgen.simulator.progress import progress_line
 from promptgen.simulator.signing import SECRET_FILE
+from promptgen.simulator.webhooks import WebhookSender
 
+from .conftest import WEBHOOK_SECRET
 from .support import Process, ServerThread, free_port, is_serving, wait_for
 
 MODEL = "stability-ai/stable-diffusion-img2img"
@@ -634,6 +636,27 @@ def test_webhook_retried_with_same_id(replicate_client, receiver, photo_url):
     assert len({headers["Webhook-Id"] for headers, _ in deliveries}) == 1
     for headers, body in deliveries:
         validate_webhook(headers, body, secret)
+
+
+def test_closed_sender_stops_retrying(receiver):
+    receiver.planned_statuses = [503] * 5
+    sender = WebhookSender(WEBHOOK_SECRET, attempts=5, backoff=60.0, timeout=2.0)
+    prediction = {
+        "id": "abc123",
+        "status": "starting",
+        "webhook": receiver.url,
+        "webhook_events_filter": ["start", "completed"],
+    }
+    sender.send(prediction, "start")
+    wait_for(receiver.received, message="the first attempt")
+
+    sender.close()
+    sender.send({**prediction, "id": "def456"}, "start")
+    threads = [thread.name for thread in threading.enumerate()]
+
+    assert len(receiver.received()) == 1
+    assert "webhooks-abc123" not in threads
+    assert "webhooks-def456" not in threads
 
 
 def test_webhook_completed_field_sends_only_completed(

@@ -74,6 +74,10 @@ class Simulator:
         )
         return cls(Settings.from_config(config), sender, faults, stats)
 
+    def close(self):
+        """Stop sending webhooks, so no delivery or retry outlives the simulator's server."""
+        self.sender.close()
+
     @property
     def webhook_secret(self):
         return self.sender.secret

@@ -43,6 +43,8 @@ class WebhookSender:
         self.stats = stats or Stats()
         self._lock = threading.Lock()
         self._queues = {}
+        self._threads = {}
+        self._closed = threading.Event()
 
     def send(self, prediction, event):
         """Queue a delivery of prediction, a JSON object, for event if it has a webhook."""
@@ -50,6 +52,13 @@ class WebhookSender:
             return
 
         with self._lock:
+            if self._closed.is_set():
+                logger.info(
+                    "webhook for prediction %s (event %s) not sent: the sender is closed",
+                    prediction["id"],
+                    event,
+                )
+                return
             events = self._queues.get(prediction["id"])
             if events is None:
                 events = self._queues[prediction["id"]] = queue.SimpleQueue()
@@ -59,8 +68,21 @@ class WebhookSender:
                     name=f"webhooks-{prediction['id']}",
                     daemon=True,
                 )
+                self._threads[prediction["id"]] = thread
                 thread.start()
             events.put((event, prediction))
+
+    def close(self, timeout=5.0):
+        """Stop sending: drop queued events, end retries, and wait up to timeout for the threads."""
+        with self._lock:
+            self._closed.set()
+            threads = list(self._threads.values())
+            for events in self._queues.values():
+                events.put(None)
+
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _deliver_all(self, prediction_id, events):
         # trust_env=False sends each request straight to the webhook URL, never through a
@@ -68,7 +90,11 @@ class WebhookSender:
         held = []
         with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as client:
             while True:
-                event, prediction = events.get()
+                item = events.get()
+                if item is None or self._closed.is_set():
+                    held = []
+                    break
+                event, prediction = item
                 if event not in prediction["webhook_events_filter"]:
                     pass
                 elif event != "completed" and self.faults.get("reorder_webhooks"):
@@ -84,12 +110,13 @@ class WebhookSender:
 
         with self._lock:
             del self._queues[prediction_id]
+            del self._threads[prediction_id]
 
     def _deliver_copies(self, client, event, prediction):
         """Deliver one event as the switches ask: delayed, dropped, or in copies sent at once."""
         delay = self.faults.get("webhook_delay")
         if delay:
-            time.sleep(delay)
+            self._closed.wait(delay)
         if self.faults.get("drop_webhooks"):
             self.stats.add("webhooks_dropped")
             logger.warning("webhook for prediction %s (event %s) dropped", prediction["id"], event)
@@ -118,6 +145,9 @@ class WebhookSender:
         )
 
         for attempt in range(1, self.attempts + 1):
+            if self._closed.is_set():
+                logger.info("%s not sent: the sender is closed", context)
+                return False
             status_code, failure = self._post(client, prediction["webhook"], message_id, body)
             if failure is None:
                 logger.info("%s delivered: HTTP %d on attempt %d", context, status_code, attempt)
@@ -135,7 +165,7 @@ class WebhookSender:
                     failure,
                     wait,
                 )
-                time.sleep(wait)
+                self._closed.wait(wait)
 
         logger.error(
             "%s failed with %s, giving up after %d attempts", context, failure, self.attempts
