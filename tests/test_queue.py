@@ -2,6 +2,7 @@
 
 import functools
 import math
+import multiprocessing
 import os
 import re
 import sqlite3
@@ -21,7 +22,7 @@ from promptgen.queue import (
     Queue,
     retry_delay,
 )
-from promptgen.queue_schema import PAGE_SIZE_BYTES
+from promptgen.queue_schema import PAGE_SIZE_BYTES, open_connection
 
 from . import jobs_for_tests
 # The clock, queue_path and queue fixtures come from queue_support.
@@ -503,6 +504,57 @@ def test_database_file_settings(queue, queue_path):
         "error_message",
     ]  # fmt: skip
     assert set(indexes) == {"jobs_active", "jobs_unique_key"}
+
+
+def test_switch_to_wal_waits_for_lock(queue_path):
+    # Another connection is about to write to a file not yet in WAL mode, as happens when
+    # several workers open a new queue file at once. The switch to WAL mode reads the
+    # file first, and SQLite does not wait through the busy timeout for a reader's write
+    # lock, so without a retry the open fails at once.
+    holder = sqlite3.connect(queue_path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, holder.execute, args=("COMMIT",))
+    release.start()
+    try:
+        connection = open_connection(queue_path)
+        journal_mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        connection.close()
+    finally:
+        release.join()
+        holder.close()
+
+    assert journal_mode == "wal"
+
+
+def test_several_processes_open_new_file(tmp_path):
+    context = multiprocessing.get_context("fork")
+    for round_number in range(5):
+        path = tmp_path / f"queue-{round_number}.sqlite3"
+        start = context.Event()
+        results = context.Queue()
+        processes = [
+            context.Process(target=_open_when_started, args=(path, start, results))
+            for _ in range(6)
+        ]
+        for process in processes:
+            process.start()
+        start.set()
+        outcomes = [results.get(timeout=30) for _ in processes]
+        for process in processes:
+            process.join(timeout=30)
+
+        assert outcomes == ["wal"] * 6
+
+
+def _open_when_started(path, start, results):
+    start.wait()
+    try:
+        queue = Queue(path)
+        results.put(queue.read("PRAGMA journal_mode")[0][0])
+        queue.close()
+    except Exception as error:
+        results.put(f"{type(error).__name__}: {error}")
 
 
 def test_new_file_page_size(queue, queue_path):

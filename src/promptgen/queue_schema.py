@@ -14,6 +14,11 @@ SCHEMA_VERSION = 4
 #: How long a connection waits for another process's write lock before failing.
 BUSY_TIMEOUT_SECONDS = 10.0
 
+#: Pauses between attempts to switch a new file to WAL mode while another process
+#: holds its lock: doubling from the first to the maximum.
+WAL_RETRY_FIRST_PAUSE_SECONDS = 0.001
+WAL_RETRY_MAX_PAUSE_SECONDS = 0.05
+
 #: Values accepted for PRAGMA synchronous. In WAL mode NORMAL keeps the file
 #: consistent after a crash, but a power loss can undo the last few commits. FULL
 #: syncs the WAL at every commit, so a committed job survives a power loss too.
@@ -140,7 +145,7 @@ def open_connection(path, synchronous="NORMAL"):
     # Takes effect only in a new, empty file. Must come before journal_mode, which
     # writes the file's first page.
     connection.execute(f"PRAGMA page_size = {PAGE_SIZE_BYTES}")
-    journal_mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    journal_mode = _use_wal(connection)
     if journal_mode != "wal":
         connection.close()
         raise RuntimeError(
@@ -150,6 +155,30 @@ def open_connection(path, synchronous="NORMAL"):
 
     connection.execute(f"PRAGMA synchronous = {synchronous}")
     return connection
+
+
+def _use_wal(connection):
+    """Switch the file to WAL mode unless it is already, and return the journal mode now set.
+
+    The switch reads the file, then needs its write lock. SQLite does not wait through
+    the busy timeout for a lock that another connection holds once this one has read,
+    so processes that open a new file at the same moment would fail with "database is
+    locked". This retries for up to BUSY_TIMEOUT_SECONDS.
+    """
+    journal_mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+    if journal_mode == "wal":
+        return journal_mode
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = WAL_RETRY_FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            return connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, WAL_RETRY_MAX_PAUSE_SECONDS)
 
 
 def create_schema(connection, path):
