@@ -69,6 +69,11 @@ def test_enqueue_delay_accepts_timedelta(queue):
         ({"timeout": "5"}, "timeout must be a number of seconds"),
         ({"key": ""}, "key must be a non-empty string"),
         ({"key": 5}, "key must be a non-empty string"),
+        ({"queue": "a,b"}, "queue name must not contain a comma"),
+        ({"queue": " padded"}, "or start or end with whitespace"),
+        ({"queue": "padded\t"}, "or start or end with whitespace"),
+        ({"delay": 1e308}, "delay puts the job's start after the year 9999"),
+        ({"at": 253402300800}, "at puts the job's start after the year 9999"),
     ],
 )
 def test_enqueue_rejects_invalid_job_options(queue, options, message):
@@ -347,6 +352,29 @@ def test_cancel_waiting_job_only(queue):
     assert queue.fetch_job(waiting).status == "canceled"
     assert queue.fetch_job(waiting).ended_at == START
     assert queue.claim("worker-a", queues=["default"]) is None
+
+
+def test_enqueue_accepts_last_second_of_year_9999(queue):
+    job_id = queue.enqueue(jobs_for_tests.add, 1, 2, at=253402300799)
+
+    assert queue.fetch_job(job_id).status == "scheduled"
+
+
+def test_cancel_started_job_after_lease_expired(queue, clock):
+    job_id = queue.enqueue(jobs_for_tests.add, 1, 2)
+    queue.claim("dead-worker", queues=["default"])
+
+    clock.now = START + LEASE - 1
+    assert queue.cancel(job_id) is False
+
+    clock.now = START + LEASE
+    assert queue.cancel(job_id) is True
+
+    job = queue.fetch_job(job_id)
+    assert job.status == "canceled"
+    assert job.ended_at == START + LEASE
+    assert job.lease_until is None
+    assert queue.claim("worker-b", queues=["default"]) is None
 
 
 def test_requeue_failed_job_resets_attempts(queue, clock):

@@ -128,6 +128,9 @@ RETRY_JITTER = 0.5
 LEASE_SWEEP_INTERVAL_SECONDS = 1.0
 SWEEP_COST_FACTOR = 100
 
+#: The last second of the year 9999 UTC. A later run time cannot be shown as a datetime.
+LATEST_RUN_AT = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC).timestamp()
+
 #: Error type stored for a job whose worker stopped renewing its lease.
 WORKER_DIED = "WorkerDied"
 
@@ -237,7 +240,11 @@ _decode_json = json.JSONDecoder().decode
 
 @dataclass(frozen=True)
 class Job:
-    """One row of the jobs table, with args, kwargs and result decoded from JSON."""
+    """One row of the jobs table, with args, kwargs and result decoded from JSON.
+
+    error, error_type and error_message describe the latest failed attempt. They stay
+    on a job that finished on a later attempt, as a record of why it ran again.
+    """
 
     id: str
     queue: str
@@ -582,10 +589,11 @@ class Queue:
         return cursor.rowcount == 1
 
     def cancel(self, job_id, now=None):
-        """Mark a queued or scheduled job canceled and return True, or return False.
+        """Mark a waiting job canceled and return True, or return False.
 
-        A started job cannot be canceled, because the worker running it cannot be
-        interrupted from here.
+        A started job can be canceled only after its lease has expired, because a worker
+        that still renews the lease is running the job and cannot be interrupted from
+        here. Canceling it then keeps it from being taken again.
         """
         now = self._now(now)
         params = parse_job_id(job_id)
@@ -593,8 +601,9 @@ class Queue:
             return False
         with self._transaction() as connection:
             cursor = connection.execute(
-                "UPDATE jobs SET status = 'canceled', ended_at = :now"
-                f" WHERE {ID_FILTER} AND status IN ('queued', 'scheduled')",
+                "UPDATE jobs SET status = 'canceled', ended_at = :now, lease_until = NULL"
+                f" WHERE {ID_FILTER} AND (status IN ('queued', 'scheduled')"
+                " OR (status = 'started' AND lease_until <= :now))",
                 {**params, "now": now},
             )
         return cursor.rowcount == 1
@@ -847,6 +856,11 @@ def job_options(
     queue = DEFAULT_QUEUE if queue is None else queue
     if not isinstance(queue, str) or not queue:
         raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+    if "," in queue or queue != queue.strip():
+        raise ValueError(
+            "queue name must not contain a comma or start or end with whitespace,"
+            f" because worker --queues could not name it, got {queue!r}"
+        )
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ValueError(f"priority must be an integer, got {priority!r}")
     if key is not None and (not isinstance(key, str) or not key):
@@ -885,7 +899,7 @@ def _run_at(now, at, delay):
                 raise ValueError(f"at must be timezone-aware, got naive datetime {at!r}")
             return at.timestamp()
         _check_seconds("at", at)
-        return float(at)
+        return _check_run_at("at", at, float(at))
 
     if delay is None:
         return now
@@ -894,7 +908,17 @@ def _run_at(now, at, delay):
     _check_seconds("delay", delay)
     if delay < 0:
         raise ValueError(f"delay must be zero or more seconds, got {delay!r}")
-    return now + delay
+    return _check_run_at("delay", delay, now + delay)
+
+
+def _check_run_at(name, value, run_at):
+    """Return run_at, or raise ValueError if it lies past the last time a datetime can show."""
+    if run_at > LATEST_RUN_AT:
+        raise ValueError(
+            f"{name} puts the job's start after the year 9999, when it would never run,"
+            f" got {value!r}"
+        )
+    return run_at
 
 
 def _max_attempts(retries, max_attempts):
