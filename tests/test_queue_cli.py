@@ -1,24 +1,44 @@
 """Tests of `flask --app promptgen queue ...` and the worker's options, on a real queue file."""
 
+import datetime
 import re
+import shutil
+import sqlite3
+import subprocess
 import time
 
 import pytest
 
 from promptgen.queue import Queue
+from promptgen.queue_schema import SCHEMA_VERSION
 
 from . import jobs_for_tests
+
+
+#: One invocation of each `queue` subcommand that opens the queue file.
+QUEUE_COMMANDS = [
+    ("stats",),
+    ("failed",),
+    ("retry", "--all"),
+    ("retry", "1-abc"),
+    ("cancel", "1-abc"),
+    ("purge", "--yes"),
+    ("prune",),
+    ("enqueue",),
+]
 
 
 @pytest.fixture
 def queue(app):
     queue = Queue(app.config["QUEUE_DATABASE"])
+    # The commands reject a missing file, so create it as a worker would.
+    queue.counts()
     yield queue
     queue.close()
 
 
 @pytest.fixture
-def run(app):
+def run(app, queue):
     runner = app.test_cli_runner()
 
     def invoke(*args, input=None):
@@ -27,8 +47,8 @@ def run(app):
     return invoke
 
 
-def _fail(queue, name="default", message="boom"):
-    job_id = queue.enqueue(jobs_for_tests.raise_error, message, queue=name, retries=0)
+def _fail(queue, name="default", message="boom", key=None):
+    job_id = queue.enqueue(jobs_for_tests.raise_error, message, queue=name, retries=0, key=key)
     job = queue.claim("cli-test", queues=[name])
     try:
         job.perform()
@@ -122,6 +142,42 @@ def test_retry_all(run, queue):
     assert queue.fetch_job(finished).status == "finished"
 
 
+def test_retry_all_reports_jobs_held_by_key(run, queue):
+    held_by_waiting = _fail(queue, key="render-1")
+    first_of_pair = _fail(queue, key="render-2")
+    second_of_pair = _fail(queue, key="render-2")
+    without_key = _fail(queue)
+    waiting = queue.enqueue(jobs_for_tests.add, 1, 2, key="render-1")
+
+    result = run("queue", "retry", "--all")
+
+    statuses = {
+        job_id: queue.fetch_job(job_id).status
+        for job_id in (held_by_waiting, first_of_pair, second_of_pair, without_key)
+    }
+    assert result.exit_code == 0
+    assert result.output == (
+        "queued 2 failed jobs again\n"
+        "2 failed jobs stayed failed, because another waiting or running job has the same key\n"
+    )
+    assert statuses[held_by_waiting] == "failed"
+    assert sorted([statuses[first_of_pair], statuses[second_of_pair]]) == ["failed", "queued"]
+    assert statuses[without_key] == "queued"
+    assert queue.fetch_job(waiting).status == "queued"
+
+
+def test_retry_all_queue_ignores_others(run, queue):
+    _fail(queue, key="render-1")
+    urgent = _fail(queue, "urgent", key="render-2")
+    queue.enqueue(jobs_for_tests.add, 1, 2, key="render-1")
+
+    result = run("queue", "retry", "--all", "--queue", "urgent")
+
+    assert result.exit_code == 0
+    assert result.output == "queued 1 failed jobs again\n"
+    assert queue.fetch_job(urgent).status == "queued"
+
+
 def test_retry_needs_id_or_all(run):
     result = run("queue", "retry")
 
@@ -139,6 +195,28 @@ def test_cancel(run, queue):
     assert queue.fetch_job(job_id).status == "canceled"
     assert again.exit_code == 1
     assert f"job {job_id} is canceled, not queued or scheduled" in again.output
+
+
+def test_cancel_started_job(run, queue):
+    running = queue.enqueue(jobs_for_tests.add, 1, 2, queue="urgent")
+    abandoned = queue.enqueue(jobs_for_tests.add, 3, 4)
+    lease_until = queue.claim("live-worker", queues=["urgent"]).lease_until
+    # Claimed long enough ago that the lease has expired.
+    queue.claim("dead-worker", now=time.time() - 2 * queue.lease_seconds, queues=["default"])
+    lease_end = datetime.datetime.fromtimestamp(lease_until, datetime.UTC)
+
+    refused = run("queue", "cancel", running)
+    result = run("queue", "cancel", abandoned)
+
+    assert refused.exit_code == 1
+    assert refused.output == (
+        f"Error: job {running} is started and its worker renews the lease until"
+        f" {lease_end:%Y-%m-%d %H:%M:%S} UTC. Stop that worker, or cancel the job after the"
+        " lease has expired.\n"
+    )
+    assert queue.fetch_job(running).status == "started"
+    assert result.output == f"canceled job {abandoned}\n"
+    assert queue.fetch_job(abandoned).status == "canceled"
 
 
 def test_purge_ended_jobs(run, queue):
@@ -261,3 +339,129 @@ def test_enqueue_rejects_empty_queue_name(run):
 
     assert result.exit_code == 2
     assert "Invalid value for --queue: queue must be a non-empty string, got ''" in result.output
+
+
+@pytest.mark.parametrize("name", ["urgent,default", " urgent", "urgent "])
+def test_enqueue_rejects_unnamable_queue(run, queue, name):
+    result = run("queue", "enqueue", "--queue", name)
+
+    assert result.exit_code == 2
+    assert "Invalid value for --queue: queue name " in result.output
+    assert f"got {name!r}" in result.output
+    assert queue.counts() == {}
+
+
+@pytest.mark.parametrize(
+    ("delay", "shown"), [("inf", "inf"), ("-inf", "-inf"), ("nan", "nan"), ("-1", "-1.0")]
+)
+def test_enqueue_rejects_invalid_delay(run, queue, delay, shown):
+    result = run("queue", "enqueue", "--delay", delay)
+
+    assert result.exit_code == 2
+    assert (
+        "Invalid value for --delay: delay must be a finite number of seconds, zero or more,"
+        f" got {shown}"
+    ) in result.output
+    assert queue.counts() == {}
+
+
+def test_enqueue_rejects_delay_past_year_9999(run, queue):
+    # About 31,700 years.
+    result = run("queue", "enqueue", "--delay", "1e12")
+
+    assert result.exit_code == 2
+    assert "Invalid value for --delay: delay " in result.output
+    assert "got 1000000000000.0" in result.output
+    assert "--queue" not in result.output
+    assert queue.counts() == {}
+
+
+@pytest.mark.parametrize("command", QUEUE_COMMANDS, ids=" ".join)
+def test_missing_queue_file_rejected(run, app, tmp_path, command):
+    missing_folder = tmp_path / "missing"
+    path = missing_folder / "folder" / "queue.sqlite3"
+    app.config["QUEUE_DATABASE"] = str(path)
+
+    result = run("queue", *command)
+
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: queue file {path} not found. Check QUEUE_DATABASE,"
+        " or start a worker once to create it.\n"
+    )
+    assert not missing_folder.exists()
+
+
+@pytest.mark.parametrize("command", QUEUE_COMMANDS, ids=" ".join)
+def test_text_file_rejected(run, app, tmp_path, command):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a queue\n")
+    app.config["QUEUE_DATABASE"] = str(path)
+
+    result = run("queue", *command)
+
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: queue file {path} failed: file is not a database."
+        " Check that QUEUE_DATABASE names the queue's SQLite file.\n"
+    )
+    assert path.read_text() == "not a queue\n"
+
+
+def test_folder_rejected(run, app, tmp_path):
+    path = tmp_path / "queue-folder"
+    path.mkdir()
+    app.config["QUEUE_DATABASE"] = str(path)
+
+    result = run("queue", "stats")
+
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: queue file {path} failed: unable to open database file."
+        " Check that QUEUE_DATABASE names a file, not a folder, and that this user can read it.\n"
+    )
+    assert list(path.iterdir()) == []
+
+
+def test_newer_schema_version_rejected(run, app, tmp_path):
+    path = tmp_path / "newer.sqlite3"
+    connection = sqlite3.connect(path)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    app.config["QUEUE_DATABASE"] = str(path)
+
+    result = run("queue", "stats")
+
+    lines = result.output.splitlines()
+    assert result.exit_code == 1
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: ")
+    assert str(path) in lines[0]
+    assert f"schema version {SCHEMA_VERSION + 1}" in lines[0]
+    assert lines[0].endswith("Upgrade promptgen.")
+
+
+@pytest.fixture
+def immutable_queue_file(queue):
+    """Mark the queue file immutable, which stops writes even by root, or skip the test."""
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("chattr is not installed")
+    marked = subprocess.run([chattr, "+i", queue.path], capture_output=True, text=True)
+    if marked.returncode != 0:
+        pytest.skip(f"chattr +i failed: {marked.stderr.strip()}")
+    try:
+        yield queue.path
+    finally:
+        subprocess.run([chattr, "-i", queue.path], check=True)
+
+
+def test_enqueue_on_readonly_file_rejected(run, queue, immutable_queue_file):
+    result = run("queue", "enqueue")
+
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: queue file {immutable_queue_file} failed: attempt to write a readonly"
+        " database. Check that this user can write the file and its folder.\n"
+    )
+    assert queue.counts() == {}

@@ -22,6 +22,7 @@ from .queue import (
     Job,
     get_queue,
 )
+from .queue_schema import ACTIVE_FILTER
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,25 @@ def failed_jobs(queue, limit=50):
         (FAILED, limit),
     )
     return [Job.from_row(row) for row in rows]
+
+
+def count_failed_with_active_key(queue, queue_name=None):
+    """Return how many failed jobs, of all queues or of one, share a waiting or running job's key.
+
+    Queue.requeue_failed leaves such jobs failed, because a key is unique among
+    waiting and running jobs.
+    """
+    # Unqualified columns in ACTIVE_FILTER refer to the inner query's "active" rows.
+    sql = (
+        "SELECT count(*) FROM jobs AS failed WHERE failed.status = ?"
+        " AND failed.unique_key IS NOT NULL AND EXISTS (SELECT 1 FROM jobs AS active"
+        f" WHERE active.unique_key = failed.unique_key AND {ACTIVE_FILTER})"
+    )
+    params = [FAILED]
+    if queue_name is not None:
+        sql += " AND failed.queue = ?"
+        params.append(queue_name)
+    return queue.read(sql, params)[0][0]
 
 
 def prune(queue, keep_finished, keep_failed, now=None):

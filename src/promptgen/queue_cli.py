@@ -1,21 +1,88 @@
 """`flask --app promptgen queue ...`: inspect and manage the job queue file."""
 
 import datetime
+import functools
+import math
+import os
+import sqlite3
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
 from . import queue_admin
-from .queue import ENDED_STATUSES, STARTED, get_queue
+from .queue import ENDED_STATUSES, STARTED, get_queue, queue_path_from_config
 from .queue_priorities import unlisted_warning
 
 queue_group = AppGroup("queue", help="Inspect and manage the job queue.")
 
 ALL_STATUSES = ("queued", "scheduled", STARTED, *ENDED_STATUSES)
 
+#: Next step to suggest after an SQLite error, keyed by its primary result code.
+SQLITE_ERROR_HINTS = {
+    sqlite3.SQLITE_NOTADB: "Check that QUEUE_DATABASE names the queue's SQLite file.",
+    sqlite3.SQLITE_CANTOPEN: (
+        "Check that QUEUE_DATABASE names a file, not a folder, and that this user can read it."
+    ),
+    sqlite3.SQLITE_READONLY: "Check that this user can write the file and its folder.",
+    sqlite3.SQLITE_BUSY: "Another process holds the write lock, so try again later.",
+}
+
+
+def requires_queue_file(command):
+    """Run command only if the app's queue file exists and opens.
+
+    The web app and the worker create a missing queue file, but these commands
+    reject one, because a mistyped QUEUE_DATABASE would otherwise create an empty
+    file that shows no jobs. SQLite errors and an unsupported schema version become
+    one-line messages that name the file, with exit status 1.
+    """
+
+    @functools.wraps(command)
+    def run_with_queue_file(*args, **kwargs):
+        path = _existing_queue_path()
+        try:
+            _open_queue()
+            return command(*args, **kwargs)
+        except sqlite3.Error as error:
+            raise click.ClickException(_sqlite_error_message(path, error)) from None
+
+    return run_with_queue_file
+
+
+def _existing_queue_path():
+    try:
+        path = queue_path_from_config(current_app.config)
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
+    if not os.path.exists(path):
+        raise click.ClickException(
+            f"queue file {path} not found. Check QUEUE_DATABASE, or start a worker once"
+            " to create it."
+        )
+    return path
+
+
+def _open_queue():
+    """Open the calling thread's connection, which checks the file's schema version."""
+    try:
+        get_queue().read("SELECT 1")
+    except RuntimeError as error:
+        # A schema version newer than this code, or a file that cannot use WAL mode.
+        # Both messages name the file and the fix.
+        raise click.ClickException(str(error)) from None
+
+
+def _sqlite_error_message(path, error):
+    # Errors that Python raises itself, such as a closed connection, have no code.
+    code = getattr(error, "sqlite_errorcode", None)
+    primary_code = None if code is None else code & 0xFF
+    hint = SQLITE_ERROR_HINTS.get(primary_code, "Check QUEUE_DATABASE.")
+    return f"queue file {path} failed: {error}. {hint}"
+
 
 @queue_group.command("stats")
+@requires_queue_file
 def stats_command():
     """Show job counts per queue and status, the oldest waiting job and recent throughput."""
     queue = get_queue()
@@ -49,6 +116,7 @@ def stats_command():
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="Number of failed jobs to list, newest first.")
 @click.option("--traceback", "show_traceback", is_flag=True, help="Print each job's traceback.")
+@requires_queue_file
 def failed_command(limit, show_traceback):
     """List failed jobs with their errors."""
     jobs = queue_admin.failed_jobs(get_queue(), limit=limit)
@@ -72,6 +140,7 @@ def failed_command(limit, show_traceback):
 @click.argument("job_id", required=False)
 @click.option("--all", "retry_all", is_flag=True, help="Queue every failed job again.")
 @click.option("--queue", "queue_name", help="With --all, only the failed jobs of this queue.")
+@requires_queue_file
 def retry_command(job_id, retry_all, queue_name):
     """Queue a failed or canceled job again, or every failed job with --all."""
     queue = get_queue()
@@ -81,6 +150,14 @@ def retry_command(job_id, retry_all, queue_name):
     if retry_all:
         count = queue.requeue_failed(queue=queue_name)
         click.echo(f"queued {count} failed jobs again")
+        # Counted after the requeue, so a failed job that lost to another failed job
+        # with the same key, queued again just now, is counted too.
+        stayed_failed = queue_admin.count_failed_with_active_key(queue, queue_name)
+        if stayed_failed:
+            click.echo(
+                f"{stayed_failed} failed jobs stayed failed, because another waiting or running job"
+                " has the same key"
+            )
         return
 
     try:
@@ -94,12 +171,22 @@ def retry_command(job_id, retry_all, queue_name):
 
 @queue_group.command("cancel")
 @click.argument("job_id")
+@requires_queue_file
 def cancel_command(job_id):
-    """Cancel a queued or scheduled job."""
+    """Cancel a queued or scheduled job, or a started one whose lease expired."""
     queue = get_queue()
-    if not queue.cancel(job_id):
-        raise click.ClickException(_not_changed(queue, job_id, "queued or scheduled"))
-    click.echo(f"canceled job {job_id}")
+    if queue.cancel(job_id):
+        click.echo(f"canceled job {job_id}")
+        return
+
+    job = queue.fetch_job(job_id)
+    if job is not None and job.status == STARTED:
+        raise click.ClickException(
+            f"job {job_id} is started and its worker renews the lease until"
+            f" {_timestamp(job.lease_until)}. Stop that worker, or cancel the job after"
+            " the lease has expired."
+        )
+    raise click.ClickException(_not_changed(queue, job_id, "queued or scheduled"))
 
 
 @queue_group.command("purge")
@@ -113,6 +200,7 @@ def cancel_command(job_id):
 )
 @click.option("--queue", "queue_name", help="Only delete jobs of this queue.")
 @click.option("--yes", is_flag=True, help="Delete without asking for confirmation.")
+@requires_queue_file
 def purge_command(statuses, queue_name, yes):
     """Delete jobs now, by default every ended job (finished, failed and canceled)."""
     statuses = statuses or ENDED_STATUSES
@@ -124,17 +212,40 @@ def purge_command(statuses, queue_name, yes):
     click.echo(f"deleted {deleted} jobs")
 
 
+def _check_delay(context, parameter, delay):
+    if not math.isfinite(delay) or delay < 0:
+        raise click.BadParameter(
+            f"delay must be a finite number of seconds, zero or more, got {delay!r}",
+            param_hint="--delay",
+        )
+    return delay
+
+
+def _option_for_error(message):
+    """Return the enqueue option that a ValueError message from Queue.enqueue concerns, or None."""
+    if message.startswith("queue"):
+        return "--queue"
+    if message.startswith(("delay", "at ")):
+        return "--delay"
+    return None
+
+
 @queue_group.command("enqueue")
 @click.option("--queue", "queue_name", default="default", show_default=True,
               help="Queue to add the job to.")
-@click.option("--delay", type=click.FloatRange(min=0), default=0, show_default=True,
-              help="Seconds before the job may start.")
+@click.option("--delay", type=float, default=0, show_default=True, callback=_check_delay,
+              help="Seconds before the job may start, zero or more.")
+@requires_queue_file
 def enqueue_command(queue_name, delay):
     """Add a job that does nothing, to check that workers take jobs from a queue."""
     try:
         job_id = get_queue().enqueue(queue_admin.noop, queue=queue_name, delay=delay)
     except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--queue") from None
+        message = str(error)
+        option = _option_for_error(message)
+        if option is None:
+            raise click.ClickException(message) from None
+        raise click.BadParameter(message, param_hint=option) from None
     consequence = "only a worker started with --queues naming it takes this job"
     warning = unlisted_warning(current_app.config, [queue_name], consequence)
     if warning:
@@ -143,6 +254,7 @@ def enqueue_command(queue_name, delay):
 
 
 @queue_group.command("prune")
+@requires_queue_file
 def prune_command():
     """Delete ended jobs older than QUEUE_KEEP_FINISHED_SECONDS or QUEUE_KEEP_FAILED_SECONDS."""
     deleted = queue_admin.prune_jobs()
