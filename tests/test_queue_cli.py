@@ -19,6 +19,7 @@ from . import jobs_for_tests
 QUEUE_COMMANDS = [
     ("stats",),
     ("failed",),
+    ("show", "1-abc"),
     ("retry", "--all"),
     ("retry", "1-abc"),
     ("cancel", "1-abc"),
@@ -195,6 +196,48 @@ def test_cancel(run, queue):
     assert queue.fetch_job(job_id).status == "canceled"
     assert again.exit_code == 1
     assert f"job {job_id} is canceled, not queued or scheduled" in again.output
+
+
+def test_show_failed_job(run, queue):
+    job_id = _fail(queue, message="boom")
+    job = queue.fetch_job(job_id)
+    started = datetime.datetime.fromtimestamp(job.started_at, datetime.UTC)
+    ended = datetime.datetime.fromtimestamp(job.ended_at, datetime.UTC)
+    enqueued = datetime.datetime.fromtimestamp(job.enqueued_at, datetime.UTC)
+
+    result = run("queue", "show", job_id)
+
+    lines = result.output.splitlines()
+    assert result.exit_code == 0
+    assert lines[:16] == [
+        f"id:          {job_id}",
+        "status:      failed",
+        "queue:       default",
+        "function:    tests.jobs_for_tests:raise_error",
+        'args:        ["boom"]',
+        "kwargs:      {}",
+        "key:         none",
+        "attempts:    1 of 1",
+        "timeout:     worker default",
+        f"enqueued:    {enqueued:%Y-%m-%d %H:%M:%S} UTC",
+        f"run at:      {enqueued:%Y-%m-%d %H:%M:%S} UTC",
+        f"started:     {started:%Y-%m-%d %H:%M:%S} UTC",
+        f"ended:       {ended:%Y-%m-%d %H:%M:%S} UTC",
+        "worker:      cli-test",
+        "lease until: n/a",
+        "result:      null",
+    ]
+    assert lines[16] == "error:       RuntimeError: boom"
+    assert lines[17] == ""
+    assert lines[18] == "Traceback (most recent call last):"
+    assert lines[-1] == "RuntimeError: boom"
+
+
+def test_show_unknown_job(run, queue):
+    result = run("queue", "show", "1-abc")
+
+    assert result.exit_code == 1
+    assert result.output == "Error: job 1-abc not found\n"
 
 
 def test_cancel_started_job(run, queue):

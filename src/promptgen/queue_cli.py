@@ -2,6 +2,7 @@
 
 import datetime
 import functools
+import json
 import math
 import os
 import sqlite3
@@ -126,14 +127,49 @@ def failed_command(limit, show_traceback):
 
     for job in jobs:
         ended = _timestamp(job.ended_at)
-        error = f"{job.error_type or 'error'}: {job.error_message or ''}".rstrip()
         click.echo(
             f"{job.id} {job.func} queue {job.queue}, {job.attempts} of {job.max_attempts}"
-            f" attempts, failed {ended}: {error}"
+            f" attempts, failed {ended}: {_error_line(job)}"
         )
         if show_traceback and job.error:
             click.echo(job.error.rstrip())
             click.echo("")
+
+
+@queue_group.command("show")
+@click.argument("job_id")
+@requires_queue_file
+def show_command(job_id):
+    """Show one job: its call, status, attempts, times, worker, result and error."""
+    job = get_queue().fetch_job(job_id)
+    if job is None:
+        raise click.ClickException(f"job {job_id} not found")
+
+    fields = [
+        ("id", job.id),
+        ("status", job.status),
+        ("queue", job.queue),
+        ("function", job.func),
+        ("args", json.dumps(job.args)),
+        ("kwargs", json.dumps(job.kwargs)),
+        ("key", job.key or "none"),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("timeout", "worker default" if job.timeout is None else _seconds(job.timeout)),
+        ("enqueued", _timestamp(job.enqueued_at)),
+        ("run at", _timestamp(job.run_at)),
+        ("started", _timestamp(job.started_at)),
+        ("ended", _timestamp(job.ended_at)),
+        ("worker", job.worker_id or "none"),
+        ("lease until", _timestamp(job.lease_until)),
+        ("result", json.dumps(job.result)),
+    ]
+    if job.error_type or job.error_message:
+        fields.append(("error", _error_line(job)))
+    for name, value in fields:
+        click.echo(f"{name + ':':<13}{value}")
+    if job.error:
+        click.echo("")
+        click.echo(job.error.rstrip())
 
 
 @queue_group.command("retry")
@@ -275,6 +311,10 @@ def _format_table(header, rows):
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return lines
+
+
+def _error_line(job):
+    return f"{job.error_type or 'error'}: {job.error_message or ''}".rstrip()
 
 
 def _seconds(value):
