@@ -3,6 +3,7 @@
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -145,6 +146,24 @@ def stop_then_sleep(signal_name, seconds):
     os.kill(os.getpid(), signal.Signals[signal_name])
     time.sleep(seconds)
     return "slept"
+
+
+def stop_repeatedly_then_sleep(signal_names, seconds):
+    """Send each named signal to this process in turn, then sleep."""
+    for name in signal_names:
+        os.kill(os.getpid(), signal.Signals[name])
+    time.sleep(seconds)
+    return "slept"
+
+
+def exit_with(code):
+    """Call sys.exit(code), as a script turned into a job might."""
+    sys.exit(code)
+
+
+def raise_keyboard_interrupt():
+    """Raise KeyboardInterrupt."""
+    raise KeyboardInterrupt
 
 
 def kill_own_process(starts_path):

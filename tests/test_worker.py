@@ -5,17 +5,20 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 
 import pytest
 from flask import Flask
 
 from promptgen import worker as worker_module
 from promptgen.extensions import db
-from promptgen.queue import DEFAULT_LEASE_SECONDS, Queue
+from promptgen.queue import DEFAULT_LEASE_SECONDS, SCHEMA_VERSION, Queue
 from promptgen.worker import (
+    BURST_CLAIM_ATTEMPTS,
     IDLE_SLEEP_FACTOR,
     IDLE_SLEEP_MAX_SECONDS,
     IDLE_SLEEP_START_SECONDS,
+    ClaimError,
     Worker,
     make_worker_id,
     next_idle_sleep,
@@ -103,6 +106,56 @@ def test_failing_job_is_retried_after_backoff(app, queue_path):
     queue.close()
 
 
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (0, "job exited with code 0"),
+        (3, "job exited with code 3"),
+        (None, "job exited with code None"),
+        ("bad input", "job exited with code 'bad input'"),
+    ],
+)
+def test_system_exit_fails_job(app, queue, code, message):
+    exiting_job = queue.enqueue(jobs_for_tests.exit_with, code, retries=0)
+    next_job = queue.enqueue(jobs_for_tests.add, 2, 3)
+
+    assert Worker(app, queue).work(burst=True) == 2
+
+    failed = queue.fetch_job(exiting_job)
+    assert failed.status == "failed"
+    assert failed.attempts == 1
+    assert failed.error_type == "SystemExit"
+    assert failed.error_message == message
+    assert "in exit_with" in failed.error
+    assert failed.error.endswith(f"SystemExit: {message}\n")
+    assert queue.fetch_job(next_job).result == 5
+
+
+def test_system_exit_is_retried(app, queue):
+    job_id = queue.enqueue(jobs_for_tests.exit_with, 0, retries=1)
+
+    assert Worker(app, queue).work(burst=True) == 1
+
+    retried = queue.fetch_job(job_id)
+    assert retried.status == "scheduled"
+    assert retried.attempts == 1
+    assert retried.error_type == "SystemExit"
+    assert retried.error_message == "job exited with code 0"
+
+
+def test_keyboard_interrupt_propagates(app, queue):
+    job_id = queue.enqueue(jobs_for_tests.raise_keyboard_interrupt)
+    next_job = queue.enqueue(jobs_for_tests.add, 2, 3)
+
+    with pytest.raises(KeyboardInterrupt):
+        Worker(app, queue).work(burst=True)
+
+    interrupted = queue.fetch_job(job_id)
+    assert interrupted.status == "started"
+    assert interrupted.attempts == 1
+    assert queue.fetch_job(next_job).status == "queued"
+
+
 def test_unimportable_function_fails_job(app, queue):
     job_id = queue.enqueue_call("tests.no_such_module:run", max_attempts=1)
 
@@ -142,6 +195,40 @@ def test_request_stop_ends_idle_worker(app, queue, monkeypatch):
     expected = [0.05, 0.075, 0.1125, 0.16875, 0.253125, 0.3796875, 0.56953125, 0.854296875]
     assert sleeps[:8] == pytest.approx(expected)
     assert sleeps[8:] == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_idle_stop_signal_logs_line(app, queue, monkeypatch, worker_logs):
+    worker = Worker(app, queue, worker_id="test-worker")
+
+    def signal_self(seconds):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(worker_module.time, "sleep", signal_self)
+
+    assert worker.work() == 0
+    messages = [record.getMessage() for record in worker_logs.records]
+    assert messages[1:] == [
+        "worker test-worker received SIGTERM: stopping, no job is running",
+        "worker test-worker stopped (SIGTERM) after 0 jobs",
+    ]
+
+
+def test_idle_second_signal_logs_line(app, queue, monkeypatch, worker_logs):
+    worker = Worker(app, queue, worker_id="test-worker")
+
+    def signal_self_twice(seconds):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(worker_module.time, "sleep", signal_self_twice)
+
+    assert worker.work() == 0
+    messages = [record.getMessage() for record in worker_logs.records]
+    assert messages[1:] == [
+        "worker test-worker received SIGINT: stopping, no job is running",
+        "worker test-worker received SIGTERM again: stopping now",
+        "worker test-worker stopped (SIGINT) after 0 jobs",
+    ]
 
 
 def test_idle_sleep_backoff_constants():
@@ -254,6 +341,88 @@ def test_worker_logs_final_failure_as_error(app, queue, worker_logs):
     assert "RuntimeError: boom" in failure.exc_text
 
 
+def break_queue_file(path):
+    """Create a queue file at path, then drop its jobs table.
+
+    The schema version stays current, so the file opens, but every claim fails with
+    sqlite3.OperationalError "no such table: jobs".
+    """
+    Queue(path).close()
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("DROP TABLE jobs")
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def test_burst_stops_after_failed_claims(app, queue_path, monkeypatch, worker_logs):
+    break_queue_file(queue_path)
+    worker = Worker(app, worker_id="test-worker")
+    sleeps = []
+    monkeypatch.setattr(worker_module.time, "sleep", sleeps.append)
+
+    with pytest.raises(ClaimError) as raised:
+        worker.work(burst=True)
+
+    assert BURST_CLAIM_ATTEMPTS == 3
+    assert str(raised.value) == (
+        f"failed to claim a job from {queue_path} 3 times in a row: no such table: jobs"
+    )
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    assert sleeps == pytest.approx([0.05, 0.075])
+    failures = [record.getMessage() for record in worker_logs.records[1:]]
+    assert failures == [
+        f"worker test-worker failed to claim a job from {queue_path} (attempt 1 of 3),"
+        " retrying in 0.05 s",
+        f"worker test-worker failed to claim a job from {queue_path} (attempt 2 of 3),"
+        " retrying in 0.075 s",
+    ]
+
+
+def test_burst_failed_claim_count_resets(app, queue, monkeypatch):
+    job_id = queue.enqueue(jobs_for_tests.add, 2, 3)
+    worker = Worker(app)
+    claim = worker.queue.claim
+    # Two failures, a claim of the job, then two failures and a claim of nothing.
+    outcomes = iter(["fail", "fail", "claim", "fail", "fail", "claim"])
+
+    def claim_or_fail(*args, **kwargs):
+        if next(outcomes) == "fail":
+            raise sqlite3.OperationalError("database is locked")
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(worker.queue, "claim", claim_or_fail)
+    monkeypatch.setattr(worker_module.time, "sleep", lambda seconds: None)
+
+    assert worker.work(burst=True) == 1
+    assert queue.fetch_job(job_id).result == 5
+    assert next(outcomes, "all used") == "all used"
+
+
+def test_worker_retries_failed_claims_without_burst(app, queue_path, monkeypatch, worker_logs):
+    break_queue_file(queue_path)
+    worker = Worker(app, worker_id="test-worker")
+    sleeps = []
+
+    def record_sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == BURST_CLAIM_ATTEMPTS + 2:
+            worker.request_stop()
+
+    monkeypatch.setattr(worker_module.time, "sleep", record_sleep)
+
+    assert worker.work() == 0
+    assert sleeps == pytest.approx([0.05, 0.075, 0.1125, 0.16875, 0.253125])
+    messages = [record.getMessage() for record in worker_logs.records]
+    failures = [message for message in messages if "failed to claim a job" in message]
+    assert len(failures) == 5
+    assert failures[4] == (
+        f"worker test-worker failed to claim a job from {queue_path}, retrying in 0.253125 s"
+    )
+    assert messages[-1] == "worker test-worker stopped (no job ready) after 0 jobs"
+
+
 def test_worker_id_names_host_and_pid():
     first = make_worker_id()
     second = make_worker_id()
@@ -359,3 +528,99 @@ def test_flask_worker_command_runs_jobs(queue, queue_path, tmp_path, processes):
     assert worker.popen.wait(timeout=30) == 0, worker.log()
     assert queue.fetch_job(job_id).result == 5
     assert "stopped (no job ready) after 1 jobs" in worker.log()
+
+
+def test_flask_worker_burst_exits_on_failed_claims(queue_path, tmp_path, processes):
+    break_queue_file(queue_path)
+    worker = start_flask_worker("flask-worker", queue_path, tmp_path, "--burst")
+    processes.append(worker)
+
+    assert worker.popen.wait(timeout=30) == 1, worker.log()
+    log = worker.log()
+    assert log.splitlines()[-1] == (
+        f"Error: failed to claim a job from {queue_path} 3 times in a row: no such table: jobs"
+    )
+    assert log.count(f"failed to claim a job from {queue_path} (attempt 1 of 3)") == 1
+    assert log.count(f"failed to claim a job from {queue_path} (attempt 2 of 3)") == 1
+
+
+def test_flask_pool_burst_exits_on_failed_claims(queue_path, tmp_path, processes):
+    break_queue_file(queue_path)
+    pool = start_flask_worker("pool", queue_path, tmp_path, "--burst", "--concurrency", "2")
+    processes.append(pool)
+
+    assert pool.popen.wait(timeout=30) == 1, pool.log()
+    log = pool.log()
+    stopped = re.findall(r"worker process \d+ stopped: (.*)", log)
+    expected = f"failed to claim a job from {queue_path} 3 times in a row: no such table: jobs"
+    assert stopped == [expected, expected]
+    assert len(re.findall(r"worker process \d+ exited with status 1$", log, re.MULTILINE)) == 2
+    assert "crashed" not in log
+
+
+def _write_text_file(path):
+    path.write_text("not a database\n" * 100)
+
+
+def _make_directory(path):
+    path.mkdir()
+
+
+def _write_newer_schema(path):
+    Queue(path).close()
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("make_file", "expected"),
+    [
+        (_write_text_file, "Error: cannot open queue file {path}: file is not a database"),
+        (_make_directory, "Error: cannot open queue file {path}: unable to open database file"),
+        (
+            _write_newer_schema,
+            "Error: queue database {path} has schema version {newer}, newer than version"
+            " {current} that this code supports. Upgrade promptgen.",
+        ),
+    ],
+    ids=["text file", "directory", "newer schema"],
+)
+@pytest.mark.parametrize("concurrency", ["1", "2"])
+def test_flask_worker_rejects_unusable_queue_file(
+    queue_path, tmp_path, processes, make_file, expected, concurrency
+):
+    make_file(queue_path)
+    worker = start_flask_worker(
+        "flask-worker", queue_path, tmp_path, "--burst", "--concurrency", concurrency
+    )
+    processes.append(worker)
+
+    assert worker.popen.wait(timeout=30) == 1, worker.log()
+    log = worker.log()
+    message = expected.format(path=queue_path, newer=SCHEMA_VERSION + 1, current=SCHEMA_VERSION)
+    assert log.splitlines()[-1] == message
+    assert "Traceback" not in log
+    assert " started" not in log
+
+
+def test_system_exit_in_process_worker(queue, queue_path, tmp_path, processes):
+    exiting_job = queue.enqueue(jobs_for_tests.exit_with, 0, retries=0)
+    next_job = queue.enqueue(jobs_for_tests.add, 2, 3)
+    worker = start_worker("worker", queue_path, tmp_path, "--burst")
+    processes.append(worker)
+
+    assert worker.popen.wait(timeout=30) == 0, worker.log()
+    failed = queue.fetch_job(exiting_job)
+    assert failed.status == "failed"
+    assert failed.attempts == 1
+    assert failed.error_type == "SystemExit"
+    assert failed.error_message == "job exited with code 0"
+    assert queue.fetch_job(next_job).result == 5
+    log = worker.log()
+    line = re.search(rf"job {exiting_job} tests.jobs_for_tests:exit_with .*", log)
+    assert line is not None, log
+    assert line.group().endswith("ms: failed (attempt 1 of 1), no attempts left")
+    assert "stopped (no job ready) after 2 jobs" in log

@@ -1,5 +1,6 @@
 """Tests of worker timeouts, shutdown, concurrency and crashes, in threads and real processes."""
 
+import logging
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from promptgen.worker_pool import KILL_MARGIN_SECONDS, PARENT_POLL_SECONDS
 
 from . import jobs_for_tests
 from .queue_support import (  # noqa: F401 (app, processes, queue_path and real_clock_queue are fixtures)
+    REPOSITORY,
     app,
     processes,
     queue_path,
@@ -23,6 +25,22 @@ from .queue_support import (  # noqa: F401 (app, processes, queue_path and real_
     start_worker,
 )
 from .support import Process, is_running, kill_if_running, wait_for
+
+#: A script that makes itself a session leader, so a signal sent to its process group
+#: reaches no other process, and then runs Python with the remaining arguments.
+SESSION_LEADER_SCRIPT = """
+import os, sys
+os.setsid()
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+GRACE_LINE = (
+    "worker {worker_id} received {signal}: finishing the current job within the grace period"
+    " of 30 s; send the signal again to stop now"
+)
+AGAIN_LINE = (
+    "worker {worker_id} received {signal} again: stopping now and releasing the current job"
+)
 
 #: A script that runs ParentWatch with its own PID as the parent's, which makes the
 #: watch act as if the parent had exited.
@@ -149,6 +167,37 @@ def test_job_finishing_within_grace_is_stored(app, queue):
     assert queue.fetch_job(job_id).result == "slept"
 
 
+@pytest.mark.parametrize(
+    "signal_names", [("SIGTERM", "SIGTERM"), ("SIGINT", "SIGINT"), ("SIGINT", "SIGTERM")]
+)
+def test_second_signal_releases_job_at_once(app, queue, caplog, signal_names):
+    caplog.set_level(logging.INFO, logger="promptgen")
+    stuck = queue.enqueue(jobs_for_tests.stop_repeatedly_then_sleep, list(signal_names), 60)
+    waiting = queue.enqueue(jobs_for_tests.add, 1, 2)
+    worker = Worker(app, queue, worker_id="test-worker", grace_seconds=30)
+    started = time.monotonic()
+
+    assert worker.work() == 1
+
+    assert time.monotonic() - started < 10
+    released = queue.fetch_job(stuck)
+    assert released.status == "queued"
+    assert released.attempts == 0
+    assert released.worker_id is None
+    assert queue.fetch_job(waiting).status == "queued"
+    messages = [record.getMessage() for record in caplog.records]
+    first, second = signal_names
+    assert messages.count(GRACE_LINE.format(worker_id="test-worker", signal=first)) == 1
+    assert messages.count(AGAIN_LINE.format(worker_id="test-worker", signal=second)) == 1
+    released_lines = [
+        line for line in messages if line.endswith(": released unfinished at shutdown")
+    ]
+    assert len(released_lines) == 1
+    assert released_lines[0].startswith(f"job {stuck} ")
+    assert messages[-1] == f"worker test-worker stopped ({first}) after 1 jobs"
+    assert len(messages) == 5
+
+
 def test_sigterm_process_releases_job_after_grace(queue, queue_path, tmp_path, processes):
     release = tmp_path / "release"
     starts = tmp_path / "starts"
@@ -165,6 +214,94 @@ def test_sigterm_process_releases_job_after_grace(queue, queue_path, tmp_path, p
     assert job.attempts == 0
     assert "released unfinished at shutdown" in worker.log()
     assert "stopped (SIGTERM) after 1 jobs" in worker.log()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_second_signal_stops_flask_worker(queue, queue_path, tmp_path, processes, signal_name):
+    release = tmp_path / "release"
+    starts = tmp_path / "starts"
+    job_id = queue.enqueue(jobs_for_tests.block_until_file, str(release), str(starts))
+    worker = start_flask_worker("flask-worker", queue_path, tmp_path, "--grace", "30")
+    processes.append(worker)
+    stop_signal = signal.Signals[signal_name]
+
+    worker_id = wait_for(
+        lambda: re.search(r"worker (\S+) started: pid", worker.log()), message="the worker to start"
+    ).group(1)
+    wait_for(starts.exists, message="the job to start")
+    worker.popen.send_signal(stop_signal)
+    grace_line = GRACE_LINE.format(worker_id=worker_id, signal=signal_name)
+    wait_for(lambda: grace_line in worker.log(), message="the first signal's log line")
+    worker.popen.send_signal(stop_signal)
+
+    # The grace period is 30 s, so an exit within 15 s comes from the second signal.
+    assert worker.popen.wait(timeout=15) == 0, worker.log()
+    job = queue.fetch_job(job_id)
+    assert job.status == "queued"
+    assert job.attempts == 0
+    assert job.worker_id is None
+    log = worker.log()
+    assert log.count(grace_line) == 1
+    assert log.count(AGAIN_LINE.format(worker_id=worker_id, signal=signal_name)) == 1
+    assert log.count(f"job {job_id} ") == 1
+    assert log.count("released unfinished at shutdown") == 1
+    assert log.count(f"worker {worker_id} stopped ({signal_name}) after 1 jobs") == 1
+
+
+def test_pool_second_sigterm_releases_jobs(queue, queue_path, tmp_path, processes):
+    starts = tmp_path / "starts"
+    blocking = _enqueue_blocking_jobs(queue, tmp_path / "release", starts, count=2)
+    pool = start_worker("pool", queue_path, tmp_path, "--concurrency", "2", "--grace", "30")
+    processes.append(pool)
+
+    wait_for(lambda: starts.exists() and len(starts.read_text().split()) == 2,
+             message="both jobs to start")
+    pool.popen.send_signal(signal.SIGTERM)
+    wait_for(lambda: pool.log().count("received SIGTERM: finishing the current job") == 2,
+             message="both worker processes to log the first signal")
+    pool.popen.send_signal(signal.SIGTERM)
+
+    assert pool.popen.wait(timeout=15) == 0, pool.log()
+    jobs = [queue.fetch_job(job_id) for job_id in blocking]
+    assert [job.status for job in jobs] == ["queued", "queued"]
+    assert [job.attempts for job in jobs] == [0, 0]
+    log = pool.log()
+    assert log.count("received SIGTERM again: stopping now and releasing the current job") == 2
+    assert log.count("released unfinished at shutdown") == 2
+    assert log.count("stopped (SIGTERM) after 1 jobs") == 2
+
+
+def test_pool_group_sigint_counts_once(queue, queue_path, tmp_path, processes):
+    release = tmp_path / "release"
+    starts = tmp_path / "starts"
+    blocking = _enqueue_blocking_jobs(queue, release, starts, count=2)
+    # A terminal's Ctrl-C sends SIGINT to every process in the foreground process
+    # group, so the pool gets its own group here and the test signals that group.
+    pool = Process(
+        "pool",
+        [
+            sys.executable, "-c", SESSION_LEADER_SCRIPT,
+            "-m", "tests.queue_app", str(queue_path), "--concurrency", "2", "--grace", "30",
+        ],
+        env={"PYTHONPATH": str(REPOSITORY)},
+        log_dir=tmp_path,
+    )
+    processes.append(pool)
+
+    wait_for(lambda: starts.exists() and len(starts.read_text().split()) == 2,
+             message="both jobs to start")
+    os.killpg(pool.popen.pid, signal.SIGINT)
+    wait_for(lambda: pool.log().count("received SIGINT: finishing the current job") == 2,
+             message="both worker processes to log the signal")
+    release.touch()
+
+    assert pool.popen.wait(timeout=30) == 0, pool.log()
+    jobs = [queue.fetch_job(job_id) for job_id in blocking]
+    assert [job.status for job in jobs] == ["finished", "finished"]
+    assert [job.result for job in jobs] == ["released", "released"]
+    log = pool.log()
+    assert "received SIGINT again" not in log
+    assert log.count("stopped (SIGINT) after 1 jobs") == 2
 
 
 # Concurrency: every job runs exactly once

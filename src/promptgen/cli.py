@@ -1,5 +1,6 @@
 """Command-line entry points: `flask --app promptgen worker`, `queue` and `replicate-sim`."""
 
+import sqlite3
 import sys
 
 import click
@@ -38,10 +39,14 @@ def register(app):
 )
 @with_appcontext
 def worker_command(queues, concurrency, burst, grace):
-    """Run queued jobs until SIGINT or SIGTERM, or until none is ready with --burst."""
+    """Run queued jobs until SIGINT or SIGTERM, or until none is ready with --burst.
+
+    A first signal lets running jobs finish within the grace period, and a second one
+    releases them at once.
+    """
     from .extensions import begin_immediate
     from .queue_priorities import UNLISTED_WEIGHT, parse_queue_names, unlisted_warning
-    from .worker import DEFAULT_SHUTDOWN_GRACE_SECONDS, Worker
+    from .worker import DEFAULT_SHUTDOWN_GRACE_SECONDS, ClaimError, Worker
     from .worker_pool import WorkerPool
 
     app = current_app._get_current_object()
@@ -58,18 +63,41 @@ def worker_command(queues, concurrency, burst, grace):
     # Jobs write what they read, so their transactions take the write lock up front.
     # Forked worker processes inherit this setting from the main thread's context.
     begin_immediate.set(True)
+    queue = open_queue(app)
+
+    if concurrency == 1:
+        try:
+            Worker(app, queue, queues=names, grace_seconds=grace).work(burst=burst)
+        except ClaimError as error:
+            raise click.ClickException(str(error)) from None
+        return
+
+    # Each worker process opens the queue file itself.
+    queue.close()
 
     def make_worker(slot=0):
         return Worker(app, queues=names, grace_seconds=grace)
-
-    if concurrency == 1:
-        make_worker().work(burst=burst)
-        return
 
     if grace is None:
         grace = float(app.config.get("QUEUE_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS))
     pool = WorkerPool(make_worker, concurrency, burst=burst, grace_seconds=grace)
     sys.exit(pool.run())
+
+
+def open_queue(app):
+    """Open the app's queue file, or raise click.ClickException naming the file and the error."""
+    from .queue import queue_path_from_config
+    from .worker import queue_for_app
+
+    try:
+        path = queue_path_from_config(app.config)
+        return queue_for_app(app)
+    except RuntimeError as error:
+        # These messages name the setting or the file: QUEUE_DATABASE unset, a newer
+        # schema version, no WAL mode.
+        raise click.ClickException(str(error)) from None
+    except (sqlite3.Error, OSError) as error:
+        raise click.ClickException(f"cannot open queue file {path}: {error}") from None
 
 
 @click.command("replicate-sim")

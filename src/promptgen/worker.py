@@ -19,7 +19,13 @@ A job blocked in C code that does not return to the interpreter is not interrupt
 
 On SIGINT or SIGTERM the worker claims nothing more and gives the running job
 QUEUE_SHUTDOWN_GRACE_SECONDS to end. A job still running then is interrupted and
-released, queued again without counting the attempt, and work() returns.
+released, queued again without counting the attempt, and work() returns. A second
+SIGINT or SIGTERM ends the grace period at once. A job that raises SystemExit, such
+as by calling sys.exit(), fails that attempt like any other error.
+
+A claim that fails with sqlite3.OperationalError, such as "database is locked", is
+retried after the idle sleep. In burst mode work() raises ClaimError once
+BURST_CLAIM_ATTEMPTS claims in a row have failed.
 
 A second thread renews the running job's lease and, unless in burst mode, runs the
 periodic scheduler, which one worker at a time leads.
@@ -60,6 +66,9 @@ IDLE_SLEEP_FACTOR = 1.5
 #: Also the longest time a stop signal waits while the worker is idle.
 IDLE_SLEEP_MAX_SECONDS = 1.0
 
+#: Claims that may fail in a row in burst mode before work() raises ClaimError.
+BURST_CLAIM_ATTEMPTS = 3
+
 DEFAULT_JOB_TIMEOUT_SECONDS = 600.0
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 
@@ -76,6 +85,10 @@ class JobTimeout(BaseException):
 
 class ShutdownInterrupt(BaseException):
     """Raised inside a job still running when the shutdown grace period ends."""
+
+
+class ClaimError(RuntimeError):
+    """Raised by work() in burst mode when BURST_CLAIM_ATTEMPTS claims in a row failed."""
 
 
 class Worker:
@@ -111,7 +124,8 @@ class Worker:
         self.current_job = None
         self._stop_signal = None
         self._stop_requested = False
-        self._claim_failed = False
+        self._failed_claims = 0
+        self._signal_log = None
         self._alarm_enabled = False
         self._timeout_seconds = None
         self._job_deadline = None
@@ -136,6 +150,9 @@ class Worker:
             maintenance.stop()
             self._cancel_alarm()
             _restore_signal_handlers(previous_handlers)
+            # The restored handlers no longer write to the signal log's pipe, so it can close.
+            if self._signal_log is not None:
+                self._signal_log.stop()
             self.queue.close()
 
         reason = "no job ready" if self._stop_signal is None else self._stop_signal.name
@@ -150,11 +167,11 @@ class Worker:
         """Run a claimed job, record it finished or failed, and return the next job or None.
 
         With claim_next, a finished job's result and the next claim share one
-        transaction. An exception that is not an Exception subclass, such as SystemExit,
-        propagates and leaves the job started, so it is claimed again once its lease
-        expires.
+        transaction. SystemExit counts as a failed attempt, with the exit code in the
+        error message. Other exceptions that are not Exception subclasses, such as
+        KeyboardInterrupt, propagate and leave the job started, so it is claimed again
+        once its lease expires.
         """
-        self.current_job = job
         started = time.monotonic()
         try:
             result = self._call_with_timeout(job)
@@ -165,8 +182,8 @@ class Worker:
             return None
         except Exception as error:
             return self._record_failed(job, error, started)
-        finally:
-            self.current_job = None
+        except SystemExit as error:
+            return self._record_failed(job, _job_exit_error(error), started)
 
         return self._record_finished(job, result, started, claim_next)
 
@@ -182,9 +199,9 @@ class Worker:
                 break
 
             if job is None:
-                job = self._claim(idle_sleep)
+                job = self._claim(idle_sleep, burst)
             if job is None:
-                if burst and not self._claim_failed:
+                if burst and not self._failed_claims:
                     break
                 time.sleep(idle_sleep)
                 idle_sleep = next_idle_sleep(idle_sleep)
@@ -195,30 +212,48 @@ class Worker:
             idle_sleep = IDLE_SLEEP_START_SECONDS
         return jobs_run
 
-    def _claim(self, idle_sleep):
-        self._claim_failed = False
+    def _claim(self, idle_sleep, burst):
+        """Claim the next ready job, or return None if none is ready or the claim failed.
+
+        In burst mode the claim that makes BURST_CLAIM_ATTEMPTS failures in a row
+        raises ClaimError instead.
+        """
         try:
-            return self.queue.claim(self.worker_id, queues=self.priorities.order())
-        except sqlite3.OperationalError:
+            job = self.queue.claim(self.worker_id, queues=self.priorities.order())
+        except sqlite3.OperationalError as error:
+            self._failed_claims += 1
+            if burst and self._failed_claims >= BURST_CLAIM_ATTEMPTS:
+                raise ClaimError(
+                    f"failed to claim a job from {self.queue.path}"
+                    f" {self._failed_claims} times in a row: {error}"
+                ) from error
+            attempts = ""
+            if burst:
+                attempts = f" (attempt {self._failed_claims} of {BURST_CLAIM_ATTEMPTS})"
             logger.exception(
-                "worker %s failed to claim a job from %s, retrying in %g s",
+                "worker %s failed to claim a job from %s%s, retrying in %g s",
                 self.worker_id,
                 self.queue.path,
+                attempts,
                 idle_sleep,
             )
-            self._claim_failed = True
             return None
+
+        self._failed_claims = 0
+        return job
 
     def _call_with_timeout(self, job):
         timeout = job.timeout if job.timeout is not None else self.default_timeout
         with self.app.app_context():
             try:
+                # The SIGALRM and stop signal handlers interrupt only while current_job
+                # is set, so they do not interrupt the recording of the job's outcome.
+                self.current_job = job
                 self._arm_alarm(timeout)
-                try:
-                    return job.perform()
-                finally:
-                    self._job_deadline = None
+                return job.perform()
             finally:
+                self.current_job = None
+                self._job_deadline = None
                 _remove_db_session(self.app)
 
     def _record_finished(self, job, result, started, claim_next):
@@ -330,6 +365,8 @@ class Worker:
         # Python only lets the main thread set signal handlers.
         if not _in_main_thread():
             return {}
+        self._signal_log = StopSignalLog(self)
+        self._signal_log.start()
         previous = {
             signum: signal.signal(signum, self._handle_stop_signal) for signum in STOP_SIGNALS
         }
@@ -338,13 +375,18 @@ class Worker:
         return previous
 
     def _handle_stop_signal(self, signum, frame):
-        # Only set flags and the timer, because logging here could deadlock on a lock
-        # that the interrupted main thread has taken.
-        self._stop_signal = signal.Signals(signum)
-        self._stop_requested = True
-        if self.current_job is not None and self._shutdown_deadline is None:
+        # Only set flags and the timer, and leave the log line to StopSignalLog, because
+        # logging here could deadlock on a lock that the interrupted main thread has taken.
+        if self._stop_signal is None:
+            self._stop_signal = signal.Signals(signum)
+            self._stop_requested = True
             self._shutdown_deadline = time.monotonic() + self.grace_seconds
-            self._rearm_alarm()
+        else:
+            # A repeated signal ends the grace period now, so _handle_alarm interrupts
+            # the running job and perform_job releases it.
+            self._shutdown_deadline = time.monotonic()
+        self._rearm_alarm()
+        self._signal_log.notify(signum, job_running=self.current_job is not None)
 
     def _handle_alarm(self, signum, frame):
         self._alarm_at = None
@@ -454,6 +496,78 @@ class Maintenance(threading.Thread):
             )
 
 
+class StopSignalLog(threading.Thread):
+    """Thread that logs each stop signal that the worker's signal handler received.
+
+    The handler writes one byte per signal to a pipe, because a write(2) takes no
+    lock that the interrupted main thread could hold, and this thread logs it.
+    """
+
+    #: Set in a byte whose low bits are the signal number when a job was running.
+    JOB_RUNNING = 0x80
+    #: The byte that makes run() return. No signal has the number 0.
+    STOP = 0
+
+    def __init__(self, worker):
+        super().__init__(name=f"signals-{worker.worker_id}", daemon=True)
+        self.worker = worker
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+
+    def notify(self, signum, job_running):
+        """Queue one log line for signum. Safe to call from a signal handler."""
+        value = signum | self.JOB_RUNNING if job_running else signum
+        try:
+            os.write(self._write_fd, bytes((value,)))
+        except BlockingIOError:
+            # NOTE: the line is lost when the pipe is full, which on Linux takes 64 KiB
+            # of unlogged signals by default.
+            pass
+
+    def run(self):
+        signals_received = 0
+        try:
+            while True:
+                for value in os.read(self._read_fd, 64):
+                    if value == self.STOP:
+                        return
+                    signals_received += 1
+                    self._log(signals_received, value)
+        finally:
+            os.close(self._read_fd)
+
+    def stop(self):
+        """Log the signals still in the pipe, then end the thread and wait for it."""
+        os.write(self._write_fd, bytes((self.STOP,)))
+        self.join()
+        os.close(self._write_fd)
+
+    def _log(self, signals_received, value):
+        worker = self.worker
+        name = signal.Signals(value & ~self.JOB_RUNNING).name
+        job_running = bool(value & self.JOB_RUNNING)
+        if signals_received == 1 and job_running:
+            logger.info(
+                "worker %s received %s: finishing the current job within the grace period"
+                " of %g s; send the signal again to stop now",
+                worker.worker_id,
+                name,
+                worker.grace_seconds,
+            )
+        elif signals_received == 1:
+            logger.info(
+                "worker %s received %s: stopping, no job is running", worker.worker_id, name
+            )
+        elif job_running:
+            logger.warning(
+                "worker %s received %s again: stopping now and releasing the current job",
+                worker.worker_id,
+                name,
+            )
+        else:
+            logger.warning("worker %s received %s again: stopping now", worker.worker_id, name)
+
+
 def queue_for_app(app):
     """Open the Queue named by app.config["QUEUE_DATABASE"] with the app's settings."""
     return Queue(
@@ -477,6 +591,15 @@ def _setting(value, config, key, default):
     if value is not None:
         return float(value)
     return float(config.get(key, default))
+
+
+def _job_exit_error(error):
+    """Return a SystemExit for the job's failure record whose message names the exit code.
+
+    str() of sys.exit(0) is only "0", and of sys.exit() is empty.
+    """
+    described = SystemExit(f"job exited with code {error.code!r}")
+    return described.with_traceback(error.__traceback__)
 
 
 def _elapsed_ms(started):

@@ -4,9 +4,14 @@
 own Worker in its own main thread, one job at a time, so job timeouts (SIGALRM) work
 in every child. The parent runs no jobs. It forwards SIGINT and SIGTERM to the
 children, and SIGKILLs any child still running QUEUE_SHUTDOWN_GRACE_SECONDS plus
-KILL_MARGIN_SECONDS after the signal. The job of a killed child is taken again once
-its lease expires. Outside burst mode a child that exits on its own is logged and
-replaced.
+KILL_MARGIN_SECONDS after the first signal. The job of a killed child is taken again
+once its lease expires. Outside burst mode a child that exits on its own is logged
+and replaced.
+
+Each child runs in its own process group, so it gets only the pool's forwarded copy
+of a stop signal, and not also the copy that a terminal's Ctrl-C or a killpg() sends
+to the pool's group. Two copies would count as a second signal, which makes a worker
+stop at once.
 
 A child stops when the parent exits in any way, SIGKILL and crashes included. On
 Linux the kernel sends the child SIGTERM when the parent exits (prctl
@@ -27,7 +32,7 @@ import sys
 import threading
 import time
 
-from .worker import STOP_SIGNALS
+from .worker import STOP_SIGNALS, ClaimError
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +86,22 @@ class WorkerPool:
 
     def _start(self, slot):
         parent_pid = os.getpid()
-        # PR_SET_PDEATHSIG fires when the thread that forked the child exits. Only the
-        # main thread can call run(), because run() sets signal handlers, and the main
-        # thread lives as long as the pool process.
-        pid = os.fork()
-        if pid == 0:
-            self._run_child(slot, parent_pid)
-        self.children[pid] = (slot, time.monotonic())
+        # Stop signals are blocked across fork(). The child must not run the pool's
+        # handler, which would forward the signal to the other children. The pool must
+        # record the child before it forwards a signal, so that the child gets it too.
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            # PR_SET_PDEATHSIG fires when the thread that forked the child exits. Only
+            # the main thread can call run(), because run() sets signal handlers, and
+            # the main thread lives as long as the pool process.
+            pid = os.fork()
+            if pid == 0:
+                self._run_child(slot, parent_pid, previous_mask)
+            self.children[pid] = (slot, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
-    def _run_child(self, slot, parent_pid):
+    def _run_child(self, slot, parent_pid, signal_mask):
         """Run one Worker in this forked child and exit without returning."""
         code = 1
         try:
@@ -97,10 +109,14 @@ class WorkerPool:
             # once, which is safe because it has claimed no job yet.
             for signum in STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
+            os.setpgid(0, 0)
+            signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
             if watch_parent(parent_pid, self.grace_seconds + KILL_MARGIN_SECONDS):
                 self.make_worker(slot).work(burst=self.burst)
                 _log_parent_exit(parent_pid)
             code = 0
+        except ClaimError as error:
+            logger.error("worker process %d stopped: %s", os.getpid(), error)
         except BaseException:
             logger.exception("worker process %d crashed", os.getpid())
         finally:
