@@ -248,11 +248,11 @@ def test_cancel_started_job(run, queue):
     queue.claim("dead-worker", now=time.time() - 2 * queue.lease_seconds, queues=["default"])
     lease_end = datetime.datetime.fromtimestamp(lease_until, datetime.UTC)
 
-    refused = run("queue", "cancel", running)
+    rejected = run("queue", "cancel", running)
     result = run("queue", "cancel", abandoned)
 
-    assert refused.exit_code == 1
-    assert refused.output == (
+    assert rejected.exit_code == 1
+    assert rejected.output == (
         f"Error: job {running} is started and its worker renews the lease until"
         f" {lease_end:%Y-%m-%d %H:%M:%S} UTC. Stop that worker, or cancel the job after the"
         " lease has expired.\n"
